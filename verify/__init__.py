@@ -1,0 +1,1 @@
+"""gpt2-verify: checks, formats, CLI."""
