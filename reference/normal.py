@@ -1,0 +1,136 @@
+"""normal_(data, n, mean, std): llm.c's and PyTorch's CPU normal draws, streamed in chunks.
+
+Two profiles (see README "Profiles"):
+- `llmc`: llmc/rand.h exactly. n >= 16: n uniforms, Box-Muller over blocks of 16 (pair t
+  with t + 8) using logf(u1 + 1e-12f); if n % 16 != 0, 16 NEW uniforms are drawn into the
+  last 16 slots and transformed again. n < 16: pairs from two 53-bit doubles rounded to
+  float (u1 -> theta, u2 -> radius), float math, the spare of the last pair is discarded.
+- `torch`: PyTorch's scalar CPU kernel (ATEN_CPU_CAPABILITY=default): the same n >= 16
+  path without the 1e-12 term; n < 16 goes through at::normal_distribution<double>
+  (log1p/sin/cos in double) and the spare normal stays in the generator for the next call.
+
+The n >= 16 path is exact and machine-independent (table lookups of emulated glibc
+functions). The torch n < 16 path calls Python's math module, i.e. the platform's double
+libm, as torch does; it only matters for tensors of fewer than 16 values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from . import boxmuller_tables as tables
+from .glibc_libm import logf, sincosf
+from .mt19937 import MT19937
+
+PROFILES = ("llmc", "torch")
+DEFAULT_CHUNK = 1 << 20  # values per yielded chunk (4 MiB of float32)
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {PROFILES}")
+
+
+def draws_needed(n: int) -> int:
+    """u32 draws one n >= 16 normal_ call consumes (both profiles)."""
+    return n + (16 if n % 16 else 0)
+
+
+def _blocks(stream: MT19937, nblocks: int, std: np.float32, mean: np.float32,
+            radius: np.ndarray, sin: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    """Box-Muller over `nblocks` fresh blocks of 16 uniforms -> float32[16 * nblocks]."""
+    k = stream.u24(16 * nblocks).reshape(nblocks, 2, 8)  # (B, [u1 | u2], 8)
+    r = radius[k[:, 0, :]]  # (B, 8)
+    k2 = k[:, 1, :]
+    out = np.empty((nblocks, 2, 8), dtype=np.float32)
+    np.multiply(r, cos[k2], out=out[:, 0, :])
+    np.multiply(r, sin[k2], out=out[:, 1, :])
+    out *= std
+    out += mean  # -0.0 + 0.0 = +0.0, as in C
+    return out.reshape(-1)
+
+
+def _normal_fill(stream: MT19937, n: int, std: np.float32, mean: np.float32, profile: str,
+                 chunk: int) -> Iterator[np.ndarray]:
+    radius = tables.table("radius_eps" if profile == "llmc" else "radius")
+    sin, cos = tables.table("sin"), tables.table("cos")
+    nfull, tail = divmod(n, 16)
+    # with a tail, the last 16 values come from the redrawn block
+    emit = n - 16 if tail else n
+    per_chunk = max(1, chunk // 16)
+    done = 0
+    for b0 in range(0, nfull, per_chunk):
+        nb = min(per_chunk, nfull - b0)
+        vals = _blocks(stream, nb, std, mean, radius, sin, cos)
+        keep = min(vals.size, emit - done)
+        if keep > 0:
+            yield vals[:keep]
+            done += keep
+    if tail:
+        stream.skip(tail)  # drawn by the first fill pass, then overwritten
+        yield _blocks(stream, 1, std, mean, radius, sin, cos)
+
+
+def _small_llmc(stream: MT19937, n: int, std: np.float32, mean: np.float32) -> np.ndarray:
+    pairs = (n + 1) // 2
+    u = stream.randfloat64(2 * pairs).astype(np.float32).reshape(pairs, 2)
+    u1, u2 = u[:, 0], u[:, 1]
+    x = (np.float32(1.0) - u2) + tables.EPSILON
+    radius = np.sqrt(np.float32(-2.0) * logf(x))
+    s, c = sincosf(tables.theta_of(u1))
+    first = radius * c * std + mean
+    spare = (radius * s).astype(np.float64)  # float product, stored in a double
+    second = (spare * np.float64(std) + np.float64(mean)).astype(np.float32)
+    return np.stack([first, second], axis=1).reshape(-1)[:n]
+
+
+def _small_torch(stream: MT19937, n: int, std: float, mean: float) -> np.ndarray:
+    out = np.empty(n, dtype=np.float32)
+    for t in range(n):
+        if stream.spare is not None:
+            z, stream.spare = stream.spare, None
+        else:
+            u1, u2 = stream.randfloat64(2)
+            r = math.sqrt(-2.0 * math.log1p(-float(u2)))
+            theta = 2.0 * math.pi * float(u1)
+            stream.spare = r * math.sin(theta)
+            z = r * math.cos(theta)
+        out[t] = np.float32(z * std + mean)
+    return out
+
+
+def normal_(stream: MT19937, n: int, std: float | np.float32, mean: float = 0.0, *,
+            profile: str = "llmc", chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+    """Yield the n values of one normal_ call as float32 chunks (at most ~chunk each).
+
+    `std` is what the caller passes: for `llmc` a float32 (llm.c's float argument), for
+    `torch` a Python float (a double, rounded to float32 by the n >= 16 kernel only).
+    """
+    check_profile(profile)
+    if n <= 0:
+        return
+    if n >= 16:
+        yield from _normal_fill(stream, n, np.float32(std), np.float32(mean), profile, chunk)
+    elif profile == "llmc":
+        yield _small_llmc(stream, n, np.float32(std), np.float32(mean))
+    else:
+        yield _small_torch(stream, n, float(std), float(mean))
+
+
+def normal_array(stream: MT19937, n: int, std, mean: float = 0.0, *,
+                 profile: str = "llmc") -> np.ndarray:
+    parts = list(normal_(stream, n, std, mean, profile=profile))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+
+
+def advance(stream: MT19937, n: int, std, mean: float = 0.0, *, profile: str = "llmc") -> None:
+    """Move the stream past one normal_ call without computing its values (when possible)."""
+    if n >= 16:
+        stream.skip(draws_needed(n))
+    elif profile == "llmc":
+        stream.skip(4 * ((n + 1) // 2))
+    else:  # the torch spare depends on the values: compute them (n < 16, cheap)
+        _small_torch(stream, n, float(std), float(mean))
