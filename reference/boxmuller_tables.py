@@ -6,7 +6,7 @@ In the n >= 16 path each Box-Muller pair is a function of two 24-bit integers k1
     pair = (radius * cosf(theta) * std + mean, radius * sinf(theta) * std + mean)
 so logf, cosf and sinf each see at most 2^24 distinct arguments. We evaluate glibc's exact
 algorithms (reference.glibc_libm) once over all of them, and gather. Tables are float32,
-64 MiB each, and cached on disk (verified by SHA-256 on load) because building them costs
+64 MiB per function, and cached on disk (verified by SHA-256 on load) because building them costs
 seconds; set GPT2_VERIFY_CACHE=off to disable the disk cache, or to a folder to move it.
 """
 
@@ -46,20 +46,17 @@ def radius_of(u1: np.ndarray, epsilon: bool, variant: str = "fma") -> np.ndarray
     return np.sqrt(np.float32(-2.0) * glibc_libm.logf(x, variant))
 
 
-def _build(name: str, variant: str) -> dict[str, np.ndarray]:
-    """Build `name`; sin and cos come out of one sincosf pass, so both are returned."""
+def _build(name: str, variant: str) -> np.ndarray:
     u = uniforms24()
-    names = ("sin", "cos") if name in ("sin", "cos") else (name,)
-    out = {n: np.empty(SIZE, dtype=np.float32) for n in names}
+    shape = (SIZE, 2) if name == "sincos" else (SIZE,)
+    out = np.empty(shape, dtype=np.float32)
     for lo in range(0, SIZE, _CHUNK):
         part = u[lo:lo + _CHUNK]
-        if name in ("sin", "cos"):
-            s, c = glibc_libm.sincosf(theta_of(part), variant)
-            out["sin"][lo:lo + _CHUNK] = s
-            out["cos"][lo:lo + _CHUNK] = c
+        if name == "sincos":
+            out[lo:lo + _CHUNK, 0], out[lo:lo + _CHUNK, 1] = glibc_libm.sincosf(
+                theta_of(part), variant)
         else:
-            out[name][lo:lo + _CHUNK] = radius_of(np.float32(1.0) - part,
-                                                  name == "radius_eps", variant)
+            out[lo:lo + _CHUNK] = radius_of(np.float32(1.0) - part, name == "radius_eps", variant)
     return out
 
 
@@ -75,16 +72,17 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(a.tobytes()).hexdigest()
 
 
-def _load(path: Path) -> np.ndarray | None:
+def _load(path: Path, name: str) -> np.ndarray | None:
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
         a = np.fromfile(path, dtype="<f4")
     except (OSError, ValueError):
         return None
-    if a.size != SIZE or meta.get("sha256") != _sha(a):
+    width = 2 if name == "sincos" else 1
+    if a.size != SIZE * width or meta.get("sha256") != _sha(a):
         return None  # stale or corrupt: rebuild
-    return a
+    return a.reshape((SIZE, 2) if width == 2 else (SIZE,))
 
 
 def _save(path: Path, a: np.ndarray) -> None:
@@ -102,23 +100,20 @@ def _save(path: Path, a: np.ndarray) -> None:
 
 
 def table(name: str, variant: str = "fma") -> np.ndarray:
-    """One of "radius_eps" (llm.c), "radius" (torch), "sin", "cos": float32[2^24]."""
-    if name not in ("radius_eps", "radius", "sin", "cos"):
+    """"radius_eps" (llm.c), "radius" (torch): float32[2^24]; "sincos": float32[2^24, 2]
+    holding (sinf, cosf) side by side, so one gather fetches both."""
+    if name not in ("radius_eps", "radius", "sincos"):
         raise ValueError(f"unknown table {name!r}")
     key = f"{name}-{variant}"
     if key in _memory:
         return _memory[key]
     folder = cache_dir()
     path = folder / f"boxmuller-v{_CACHE_VERSION}-{key}.f32" if folder else None
-    a = _load(path) if path else None
+    a = _load(path, name) if path else None
     if a is None:
-        for built_name, built in _build(name, variant).items():
-            built_key = f"{built_name}-{variant}"
-            if folder:
-                _save(folder / f"boxmuller-v{_CACHE_VERSION}-{built_key}.f32", built)
-            built.flags.writeable = False
-            _memory[built_key] = built
-        return _memory[key]
+        a = _build(name, variant)
+        if path:
+            _save(path, a)
     a.flags.writeable = False
     _memory[key] = a
     return a
