@@ -1,0 +1,503 @@
+"""Statistical checks of initialized tensors: "is this N(mean, std)?" and "is this all ones?".
+
+`check_normal` runs three sub-tests against the fully specified null N(mu, s), all with
+finite-sample (non-asymptotic) bounds, so the false-positive rate is <= fpr at every n >= 3:
+
+* mean:      z = (mean - mu) / (s / sqrt(n)) is exactly N(0, 1); reject |z| > Phi^-1(1 - a/2).
+* variance:  T = sum((x - mu)^2) / s^2 is exactly chi^2_n. Chernoff bounds, valid for all n:
+             P(T <= r n) and P(T >= R n) are <= exp(-n/2 * h(r)) with h(r) = r - 1 - ln r,
+             so [r, R] with h = 2 ln(2/a) / n is a two-sided region of level a. (Laurent-Massart
+             is a looser closed form of the same bound.) The statistic is sqrt(T / n).
+* shape:     Kolmogorov-Smirnov distance D = sup |F_n - F| with the DKW inequality, Massart's
+             constant: P(D > eps) <= 2 exp(-2 n eps^2), valid for all n. Up to 2M values D is
+             exact (sorted copy); above, D is evaluated at 2^18 + 1 points evenly spaced over
+             mu +- 8 s (one streaming pass, histogram counts). That is a lower bound on the
+             true D, so the test stays valid; `ks_resolution` says how much D it may miss.
+fpr is split by Bonferroni: each sub-test gets fpr / 3 (use `bonferroni` to split a budget
+over m tensors: each check at fpr / m keeps the family-wise rate <= fpr).
+
+Rounding: values stored with relative half-ulp q (bf16: 2^-8, float32: 2^-24; bf16 is detected
+in float32 input whose low 16 bits are all zero, or pass quantization=) are y = x (1 + d),
+|d| <= q, for some exact sample x. Each bound is widened by the most rounding can move its
+statistic, so it stays valid (q' = q / (1 - q)): the mean by q' sum|y| / n; sqrt(T) by
+q' ||y|| / s (triangle inequality; for bf16 about a (1 + 2^-8)^2 variance allowance); D by the
+largest CDF shift a move of q'|t| can cause, q' max_u |u| pdf(u) = q' e^-1/2 / sqrt(2 pi) for
+mu = 0 (plus terms in |mu| / s otherwise). Subnormal (absolute) rounding is ignored: it is below
+1e-38 for float32 and bf16.
+
+Data is read in blocks of at most 1M values converted to float64 one block at a time: a huge
+float32 array is never copied whole. Any iterable of arrays works the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = [
+    "NormalCheck", "ConstantCheck", "SubTest", "check_normal", "check_constant",
+    "bonferroni", "normal_isf", "normal_quantile", "normal_cdf",
+]
+
+CHUNK = 1 << 20  # values per block converted to float64
+EXACT_KS_MAX = 2_000_000  # above this many values the KS distance uses the grid
+KS_BINS = 1 << 18  # KS grid for large n: KS_BINS + 1 points evenly spaced over
+KS_SPAN = 8.0  # [-KS_SPAN, KS_SPAN] standard deviations (resolution about 2.4e-5)
+BF16_Q = 2.0 ** -8  # relative half-ulp of bfloat16 (8 significant bits)
+MAX_Q = 1.0 / 16
+N_SUBTESTS = 3
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+_APPROX_CDF_ERR = 2e-7  # bound on |_cdf_approx - Phi| (measured max 4.2e-8; see tests)
+_GRID_CDF_ERR = 1e-12  # float64 binning and math.erfc at the grid points (times 1 + |mu|/s)
+
+
+# ---- the standard normal ----------------------------------------------------------------------
+
+def normal_cdf(z: float) -> float:
+    """Phi(z) for Z ~ N(0, 1)."""
+    return 0.5 * math.erfc(-z / _SQRT2)
+
+
+def normal_isf(alpha: float) -> float:
+    """z with P(Z > z) = alpha, Z ~ N(0, 1); relative error ~1e-15 for alpha in [1e-300, 1)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not 1e-300 <= alpha < 1:
+        raise ValueError(f"alpha must be in [1e-300, 1); got {alpha!r}")
+    if alpha > 0.5:
+        return -normal_isf(1.0 - float(alpha))  # exact subtraction (Sterbenz)
+    if alpha == 0.5:
+        return 0.0
+    # Abramowitz & Stegun 26.2.23 (|error| < 4.5e-4), then Newton on log Q(z) = log alpha.
+    t = math.sqrt(-2.0 * math.log(alpha))
+    z = t - (2.515517 + t * (0.802853 + t * 0.010328)) / (
+        1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308)))
+    for _ in range(100):
+        q = 0.5 * math.erfc(z / _SQRT2)
+        pdf = math.exp(-0.5 * z * z) / _SQRT2PI
+        step = (math.log(q) - math.log(alpha)) * q / pdf
+        z += step
+        if abs(step) <= 1e-15 * max(1.0, abs(z)):
+            break
+    return z
+
+
+def normal_quantile(p: float) -> float:
+    """Phi^-1(p) for p in [1e-300, 1)."""
+    return -normal_isf(p)
+
+
+def _cdf_approx(u: np.ndarray) -> np.ndarray:
+    """Vectorized Phi(u), absolute error < _APPROX_CDF_ERR (Numerical Recipes' erfcc)."""
+    z = np.abs(u) / _SQRT2
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    half_tail = 0.5 * t * np.exp(-z * z + poly)  # P(Z > |u|)
+    return np.where(u >= 0, 1.0 - half_tail, half_tail)
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+def _real(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a real number; got {x!r}")
+    return float(x)
+
+
+def _check_fpr(fpr: Any, hi: float = 0.5) -> float:
+    f = _real(fpr, "fpr")
+    if not 1e-300 <= f < hi:
+        raise ValueError(f"fpr must be in (0, {hi:g}) (and >= 1e-300); got {fpr!r}")
+    return f
+
+
+def bonferroni(fpr: float, m: int) -> float:
+    """Per-check false-positive rate so that m checks together stay <= fpr (union bound)."""
+    f = _check_fpr(fpr, 1.0)
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"m must be a positive integer (the number of checks); got {m!r}")
+    return f / int(m)
+
+
+# ---- reading values in blocks -----------------------------------------------------------------
+
+def _blocks(a: np.ndarray) -> Iterator[np.ndarray]:
+    """1-D pieces of at most CHUNK values, in C order, in a's dtype (views where possible)."""
+    if a.size == 0:
+        return
+    if a.ndim == 0:
+        yield a.reshape(1)
+    elif a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        for lo in range(0, flat.size, CHUNK):
+            yield flat[lo:lo + CHUNK]
+    else:
+        row = a.size // a.shape[0]
+        if row > CHUNK:
+            for i in range(a.shape[0]):
+                yield from _blocks(a[i])
+        else:
+            step = CHUNK // row
+            for i in range(0, a.shape[0], step):
+                yield np.ascontiguousarray(a[i:i + step]).reshape(-1)
+
+
+def _as_array(x: Any) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"cannot read values from {type(x).__name__} ({e}); pass a numeric "
+                        f"array, or an iterator of arrays such as iter(list_of_arrays)") from None
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"values must be real numbers (float or int arrays); got dtype {a.dtype}"
+                        + ("; convert bf16 tensors with .float() first" if a.dtype.kind == "V"
+                           else ""))
+    return a
+
+
+def _pieces(values: Any) -> Iterator[np.ndarray]:
+    """Blocks from an array-like, or from every array of an iterable of chunks."""
+    if isinstance(values, (np.ndarray, list, tuple, int, float, np.generic)) or hasattr(
+            values, "__array__"):
+        yield from _blocks(_as_array(values))
+    elif isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"values must be an array or an iterable of arrays; "
+                        f"got {type(values).__name__}")
+    else:
+        for chunk in values:
+            yield from _blocks(_as_array(chunk))
+
+
+def _native_q(dtype: np.dtype) -> float:
+    """Relative rounding of converting an exact value to dtype and then to float64."""
+    if dtype.kind != "f":
+        return 0.0
+    return max(float(np.finfo(dtype).eps) / 2, 2.0 ** -53)
+
+
+# ---- results ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SubTest:
+    """One sub-test: passes iff lower <= statistic <= upper.
+
+    mean: statistic z; variance: statistic sqrt(T / n), the rms about the expected mean over the
+    expected std; ks: the KS distance. `allowance` is how much the bounds were widened for
+    rounding and numerics; `p_value` is a valid (conservative) p-value; `fpr` its budget.
+    """
+
+    name: str
+    statistic: float
+    lower: float
+    upper: float
+    p_value: float
+    fpr: float
+    allowance: float
+    passed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalCheck:
+    name: str | None
+    passed: bool
+    reason: str  # one line
+    n: int  # all values, non-finite ones included
+    n_nonfinite: int
+    expected_mean: float
+    expected_std: float
+    mean: float  # observed, over the finite values
+    std: float  # observed rms deviation from the observed mean (ddof=0)
+    min: float
+    max: float
+    fpr: float  # for the whole check; each sub-test gets fpr / 3
+    quantization: float  # relative rounding allowed for (bf16: 2^-8)
+    ks_method: str  # "exact" or "grid"
+    ks_resolution: float  # how far the grid's D may sit below the true D (0 for exact)
+    mean_test: SubTest | None  # None when fewer than 3 finite values
+    variance_test: SubTest | None
+    ks_test: SubTest | None
+
+    @property
+    def tests(self) -> tuple[SubTest, ...]:
+        return tuple(t for t in (self.mean_test, self.variance_test, self.ks_test) if t)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantCheck:
+    name: str | None
+    passed: bool
+    reason: str
+    n: int
+    value: float
+    mismatches: int  # values != value, non-finite ones included
+    n_nonfinite: int
+    first_index: int | None  # flat C-order index (across chunks) of the first mismatch
+    first_value: float | None
+    max_abs_deviation: float  # over the finite values
+
+
+# ---- check_normal -----------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _grid_cdf() -> np.ndarray:
+    """Phi at the KS grid points u_k = -KS_SPAN + k h, k = 0..KS_BINS (exact to ~1e-16)."""
+    h = 2.0 * KS_SPAN / KS_BINS
+    return np.array([normal_cdf(-KS_SPAN + k * h) for k in range(KS_BINS + 1)])
+
+
+class _Accumulator:
+    """Streaming moments (Chan's merge), extremes and the empirical CDF."""
+
+    def __init__(self, mu: float, s: float):
+        self.mu, self.s = mu, s
+        self.n = self.n_finite = self.n_nan = 0
+        self.mean = self.m2 = self.abs_sum = 0.0
+        self.lo, self.hi = math.inf, -math.inf
+        self.q = 0.0
+        self.saw_f32 = False
+        self.all_bf16 = True
+        self.buffer: list[np.ndarray] | None = []  # exact KS while n_finite <= EXACT_KS_MAX
+        self.counts: np.ndarray | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        self.n += block.size
+        self.q = max(self.q, _native_q(block.dtype))
+        if block.dtype == np.float32:
+            self.saw_f32 = True
+            if self.all_bf16 and (block.view(np.uint32) & 0xFFFF).any():
+                self.all_bf16 = False
+        x = block.astype(np.float64)
+        finite = np.isfinite(x)
+        if not finite.all():
+            self.n_nan += int(np.isnan(x).sum())
+            x = x[finite]
+        if x.size == 0:
+            return
+        cn, cmean = x.size, float(x.mean())
+        d = x - cmean
+        cm2 = float(np.vdot(d, d))
+        total = self.n_finite + cn
+        delta = cmean - self.mean
+        self.mean += delta * cn / total
+        self.m2 += cm2 + delta * delta * self.n_finite * cn / total
+        self.n_finite = total
+        self.abs_sum += float(np.abs(x).sum())
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        if self.buffer is not None:
+            self.buffer.append(x)
+            if self.n_finite > EXACT_KS_MAX:
+                pending, self.buffer = self.buffer, None
+                self.counts = np.zeros(KS_BINS + 2, dtype=np.int64)
+                for part in pending:
+                    self._count(part)
+        else:
+            self._count(x)
+
+    def _count(self, x: np.ndarray) -> None:
+        # v is a monotone function of x, within ~1e-10 of (u + KS_SPAN) / h, u = (x - mu) / s;
+        # bin floor(v) + 1 (clipped to [0, KS_BINS + 1]) so that #{bin <= k} = #{v < k}.
+        h = 2.0 * KS_SPAN / KS_BINS
+        v = (x - (self.mu - KS_SPAN * self.s)) * (1.0 / (h * self.s))
+        idx = np.floor(np.clip(v, -1.0, KS_BINS + 0.5)).astype(np.int64) + 1
+        self.counts += np.bincount(idx, minlength=KS_BINS + 2)
+
+    def ks(self) -> tuple[float, str, float, float]:
+        """(D, method, resolution, numeric error bound)."""
+        n, mu, s = self.n_finite, self.mu, self.s
+        if self.buffer is not None:
+            x = np.sort(np.concatenate(self.buffer))
+            cdf = _cdf_approx((x - mu) / s)
+            i = np.arange(1, n + 1, dtype=np.float64)
+            d = max(float(np.max(i / n - cdf)), float(np.max(cdf - (i - 1) / n)))
+            return d, "exact", 0.0, _APPROX_CDF_ERR
+        cdf = _grid_cdf()
+        ecdf = np.cumsum(self.counts)[:KS_BINS + 1] / n  # F_n just below grid point k
+        d = float(np.max(np.abs(ecdf - cdf)))
+        res = max(float(cdf[0]), float(np.max(np.diff(cdf))), 1.0 - float(cdf[-1]))
+        return d, "grid", res, _GRID_CDF_ERR * (1.0 + abs(mu) / s)
+
+
+def _chi2_ratio_bounds(n: int, alpha: float) -> tuple[float, float]:
+    """[r, R] with P(chi2_n / n outside) <= alpha, from the two Chernoff bounds."""
+    c = 2.0 * math.log(2.0 / alpha) / n
+
+    def h(r: float) -> float:  # r - 1 - ln r, accurate near 1
+        return (r - 1.0) - math.log1p(r - 1.0)
+
+    lo, hi = math.exp(-c - 1.0), 1.0  # h(lo) >= c >= h(hi): keep lo (the conservative side)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if h(mid) >= c else (lo, mid)
+    r = lo
+    lo, hi = 1.0, 2.0 * c + 4.0  # h(lo) <= c <= h(hi): keep hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if h(mid) < c else (lo, mid)
+    return r, hi
+
+
+def _chi2_p(n: int, t_lo: float, t_hi: float) -> float:
+    """Two-sided Chernoff p-value for chi2_n observed somewhere in [t_lo, t_hi]."""
+    if t_lo <= n <= t_hi:
+        return 1.0
+    r = (t_hi if t_hi < n else t_lo) / n
+    if r <= 0.0:
+        return 0.0
+    return min(1.0, 2.0 * math.exp(-0.5 * n * ((r - 1.0) - math.log1p(r - 1.0))))
+
+
+def _subtests(acc: _Accumulator, q: float, fpr: float) -> tuple[SubTest, SubTest, SubTest, str,
+                                                                   float]:
+    n, mu, s = acc.n_finite, acc.mu, acc.s
+    a = fpr / N_SUBTESTS
+    qq = q / (1.0 - q)
+    sqrt_n = math.sqrt(n)
+
+    # mean: |mean(y) - mean(x)| <= q' sum|y| / n
+    z = (acc.mean - mu) / (s / sqrt_n)
+    z_allow = qq * acc.abs_sum / (s * sqrt_n)
+    zb = normal_isf(a / 2) + z_allow
+    p = math.erfc(max(abs(z) - z_allow, 0.0) / _SQRT2)
+    mean_t = SubTest("mean", z, -zb, zb, p, a, z_allow, abs(z) <= zb)
+
+    # variance: | ||y - mu|| - ||x - mu|| | <= q' ||y||
+    ratio = math.sqrt((acc.m2 + n * (acc.mean - mu) ** 2) / n) / s
+    rho = qq * math.sqrt((acc.m2 + n * acc.mean ** 2) / n) / s
+    r_lo, r_hi = _chi2_ratio_bounds(n, a)
+    lo, hi = max(0.0, math.sqrt(r_lo) - rho), math.sqrt(r_hi) + rho
+    p = _chi2_p(n, n * max(0.0, ratio - rho) ** 2, n * (ratio + rho) ** 2)
+    var_t = SubTest("variance", ratio, lo, hi, p, a, rho, lo <= ratio <= hi)
+
+    # KS: DKW-Massart, plus the CDF shift rounding can cause, plus numeric error
+    d, method, res, err = acc.ks()
+    m = abs(mu) / s
+    w = qq / _SQRT2PI * ((math.exp(-0.5) + qq * m) / (1.0 - qq) + m) if qq else 0.0
+    eps = math.sqrt(math.log(2.0 / a) / (2.0 * n))
+    p = min(1.0, 2.0 * math.exp(-2.0 * n * max(d - w - err, 0.0) ** 2))
+    ks_t = SubTest("ks", d, 0.0, eps + w + err, p, a, w + err, d <= eps + w + err)
+    return mean_t, var_t, ks_t, method, res
+
+
+def _fmt_fail(t: SubTest, acc: _Accumulator, std: float) -> str:
+    if t.name == "mean":
+        return (f"mean {acc.mean:.4g} vs expected {acc.mu:.4g} "
+                f"(z={t.statistic:+.1f}, bound {t.upper:.3g})")
+    if t.name == "variance":
+        return (f"std {std:.4g} vs expected {acc.s:.4g} (rms ratio {t.statistic:.6g}, "
+                f"allowed [{t.lower:.6g}, {t.upper:.6g}])")
+    return f"KS distance {t.statistic:.3g} > bound {t.upper:.3g} (shape is not normal)"
+
+
+def check_normal(values: Any, std: float, mean: float = 0.0, *, fpr: float = 1e-9,
+                 quantization: float | None = None, name: str | None = None) -> NormalCheck:
+    """Are `values` (an array, or an iterable of arrays) iid N(mean, std)?
+
+    False-positive rate <= fpr at every n >= 3 (module docstring). quantization is the relative
+    half-width of rounding the values went through (2**-8 for bf16); None detects bf16 in
+    float32 input and otherwise allows for the input dtype's own rounding. Non-finite values
+    make the check fail (it does not raise).
+    """
+    s, mu = _real(std, "std"), _real(mean, "mean")
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"std must be a positive finite number; got {std!r}")
+    if not math.isfinite(mu):
+        raise ValueError(f"mean must be finite; got {mean!r}")
+    f = _check_fpr(fpr)
+    if quantization is not None:
+        qv = _real(quantization, "quantization")
+        if not 0 <= qv <= MAX_Q:
+            raise ValueError(f"quantization must be None or in [0, {MAX_Q}] (relative "
+                             f"half-ulp, e.g. 2**-8 for bf16); got {quantization!r}")
+
+    acc = _Accumulator(mu, s)
+    for block in _pieces(values):
+        acc.add(block)
+    if acc.n < 3:
+        raise ValueError(f"check_normal needs at least 3 values; got {acc.n} "
+                         f"(no test can tell a distribution from fewer)")
+    if quantization is not None:
+        q = qv
+    else:
+        q = max(acc.q, BF16_Q if acc.saw_f32 and acc.all_bf16 else 0.0)
+
+    nf = acc.n_finite
+    std_obs = math.sqrt(acc.m2 / nf) if nf else math.nan
+    prefix = f"{name}: " if name else ""
+    dist = f"N({mu:.4g}, {s:.4g})"
+    tests: tuple[SubTest | None, ...] = (None, None, None)
+    method, res = ("exact" if acc.buffer is not None else "grid"), 0.0
+    if nf >= 3:
+        *tests, method, res = _subtests(acc, q, f)
+    bad = [t for t in tests if t is not None and not t.passed]
+    nonfinite = acc.n - nf
+    if nonfinite:
+        reason = (f"{prefix}{nonfinite} non-finite values ({acc.n_nan} NaN, "
+                  f"{nonfinite - acc.n_nan} inf) among n={acc.n}")
+    elif bad:
+        reason = (f"{prefix}not {dist}: " + "; ".join(_fmt_fail(t, acc, std_obs) for t in bad)
+                  + f" [n={acc.n}, fpr {f:.2g}]")
+    else:
+        mt, vt, kt = tests
+        reason = (f"{prefix}consistent with {dist} [n={acc.n}, fpr {f:.2g}]: "
+                  f"mean z={mt.statistic:+.2f} (bound {mt.upper:.3g}), "
+                  f"std {std_obs:.5g} (rms ratio {vt.statistic:.5f} in "
+                  f"[{vt.lower:.5f}, {vt.upper:.5f}]), KS {kt.statistic:.3g} "
+                  f"(bound {kt.upper:.3g})")
+    return NormalCheck(
+        name=name, passed=not nonfinite and not bad, reason=reason, n=acc.n,
+        n_nonfinite=nonfinite, expected_mean=mu, expected_std=s,
+        mean=acc.mean if nf else math.nan, std=std_obs,
+        min=acc.lo if nf else math.nan, max=acc.hi if nf else math.nan, fpr=f,
+        quantization=q, ks_method=method, ks_resolution=res,
+        mean_test=tests[0], variance_test=tests[1], ks_test=tests[2])
+
+
+# ---- check_constant ---------------------------------------------------------------------------
+
+def check_constant(values: Any, value: float, *, name: str | None = None) -> ConstantCheck:
+    """Does every value equal `value` exactly (compared in float64; -0.0 == 0.0)?
+
+    For a constant that float32 cannot represent, pass it as np.float32(c).
+    """
+    v = _real(value, "value")
+    if not math.isfinite(v):
+        raise ValueError(f"value must be finite; got {value!r}")
+    n = mismatches = nonfinite = 0
+    first_index = first_value = None
+    max_dev = 0.0
+    for block in _pieces(values):
+        x = block.astype(np.float64)
+        bad = x != v
+        if bad.any():
+            k = int(bad.sum())
+            if first_index is None:
+                i = int(np.argmax(bad))
+                first_index, first_value = n + i, float(x[i])
+            mismatches += k
+            finite = np.isfinite(x)
+            nonfinite += int(x.size - finite.sum())
+            if finite.any():
+                max_dev = max(max_dev, float(np.max(np.abs(x[finite] - v))))
+        n += x.size
+    if n == 0:
+        raise ValueError("check_constant got no values; pass a non-empty array or iterable")
+    prefix = f"{name}: " if name else ""
+    if mismatches:
+        reason = (f"{prefix}{mismatches} of {n} values != {v:g} (first at index {first_index}: "
+                  f"{first_value:.6g}; max |deviation| {max_dev:.3g}"
+                  + (f"; {nonfinite} non-finite" if nonfinite else "") + ")")
+    else:
+        reason = f"{prefix}all {n} values == {v:g}"
+    return ConstantCheck(name=name, passed=mismatches == 0, reason=reason, n=n, value=v,
+                         mismatches=mismatches, n_nonfinite=nonfinite, first_index=first_index,
+                         first_value=first_value, max_abs_deviation=max_dev)
