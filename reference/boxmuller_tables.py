@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import glibc_libm
+from . import glibc_libm, parallel
 
 SIZE = 1 << 24
 EPSILON = np.float32(1e-12)  # llm.c's EPSILONE
@@ -50,13 +50,21 @@ def _build(name: str, variant: str) -> np.ndarray:
     u = uniforms24()
     shape = (SIZE, 2) if name == "sincos" else (SIZE,)
     out = np.empty(shape, dtype=np.float32)
-    for lo in range(0, SIZE, _CHUNK):
+
+    def fill(lo: int) -> None:
         part = u[lo:lo + _CHUNK]
         if name == "sincos":
             out[lo:lo + _CHUNK, 0], out[lo:lo + _CHUNK, 1] = glibc_libm.sincosf(
                 theta_of(part), variant)
         else:
             out[lo:lo + _CHUNK] = radius_of(np.float32(1.0) - part, name == "radius_eps", variant)
+
+    pool = parallel.pool()  # numpy releases the GIL: chunks build on every core
+    if pool is None:
+        for lo in range(0, SIZE, _CHUNK):
+            fill(lo)
+    else:
+        list(pool.map(fill, range(0, SIZE, _CHUNK)))
     return out
 
 
@@ -69,7 +77,7 @@ def cache_dir() -> Path | None:
 
 
 def _sha(a: np.ndarray) -> str:
-    return hashlib.sha256(a.tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data).hexdigest()
 
 
 def _load(path: Path, name: str) -> np.ndarray | None:
@@ -88,7 +96,7 @@ def _load(path: Path, name: str) -> np.ndarray | None:
 def _save(path: Path, a: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for target, payload in ((path, a.astype("<f4").tobytes()),
+        for target, payload in ((path, np.ascontiguousarray(a, "<f4").reshape(-1).view(np.uint8)),
                                 (path.with_suffix(".json"),
                                  json.dumps({"sha256": _sha(a)}).encode())):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.")

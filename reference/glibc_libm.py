@@ -23,6 +23,7 @@ import numpy as np
 
 from .exact import fma as _fma
 from .exact import mul_add_unfused as _unfused
+from .exact import two_prod
 
 VARIANTS = ("fma", "nofma")
 
@@ -55,6 +56,11 @@ _LOGF_LOGC = np.array([_h(s) for s in (
 _LN2 = _h("0x1.62e42fefa39efp-1")
 _LOGF_A = (_h("-0x1.00ea348b88334p-2"), _h("0x1.5575b0be00b6ap-2"), _h("-0x1.ffffef20a4123p-2"))
 _LOGF_OFF = 0x3F330000
+
+
+# y0 = fma(k, Ln2, logc[i]) for every exponent k a float can have (subnormals included)
+_K_BIAS = 160
+_LOGF_Y0 = _fma(np.arange(-_K_BIAS, _K_BIAS, dtype=np.float64)[:, None], _LN2, _LOGF_LOGC[None, :])
 
 
 def logf(x: np.ndarray, variant: str = "fma") -> np.ndarray:
@@ -90,8 +96,16 @@ def logf(x: np.ndarray, variant: str = "fma") -> np.ndarray:
     invc, logc = _LOGF_INVC[i], _LOGF_LOGC[i]
 
     # log(x) = log1p(z/c - 1) + log(c) + k*Ln2
-    r = mul_add(z, invc, -1.0)
-    y0 = mul_add(k, _LN2, logc)
+    if variant == "fma":
+        # fma(z, invc, -1) exactly, cheaply: z/c is within 1/16 of 1, so the rounded product
+        # p is in [0.5, 2] and p - 1 is exact (Sterbenz); adding the product's exact error
+        # then rounds once: RN(z*invc - 1).
+        p, e = two_prod(z, invc)
+        r = (p - 1.0) + e
+        y0 = _LOGF_Y0[k.astype(np.intp) + _K_BIAS, i]  # fma(k, Ln2, logc), precomputed
+    else:
+        r = mul_add(z, invc, -1.0)
+        y0 = mul_add(k, _LN2, logc)
     r2 = r * r
     y = mul_add(_LOGF_A[1], r, _LOGF_A[2])
     y = mul_add(_LOGF_A[0], r2, y)

@@ -12,6 +12,7 @@ one chunk however large the model.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -38,22 +39,55 @@ def init_std(cfg: GPTConfig, spec: TensorSpec, profile: str):
 
 
 class Plan:
-    """Generator snapshots at the start of every normal_ call, keyed by (name, layer)."""
+    """Generator snapshots at the start of every normal_ call, keyed by (name, layer).
+
+    The walk (mostly skipping draws, which releases the GIL) runs in a background thread
+    while the caller already consumes the first tensors; stream_at waits for its snapshot.
+    """
 
     def __init__(self, cfg: GPTConfig, seed: int = 42, profile: str = "llmc"):
         check_profile(profile)
         self.cfg, self.seed, self.profile = cfg, seed, profile
         self.snapshots: dict[tuple[str, int | None], tuple] = {}
-        stream = MT19937(seed)
-        for spec, layer, _start, count in draw_order(cfg):
-            self.snapshots[(spec.name, layer)] = stream.snapshot()
-            advance(stream, count, init_std(cfg, spec, profile), profile=profile)
-        self.total_draws = stream.position
+        self.total_draws: int | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._walk, name="gpt2v-plan", daemon=True)
+        self._thread.start()
+
+    def _walk(self) -> None:
+        try:
+            stream = MT19937(self.seed)
+            for spec, layer, _start, count in draw_order(self.cfg):
+                with self._ready:
+                    self.snapshots[(spec.name, layer)] = stream.snapshot()
+                    self._ready.notify_all()
+                advance(stream, count, init_std(self.cfg, spec, self.profile),
+                        profile=self.profile)
+            self.total_draws = stream.position
+        except BaseException as e:  # surfaced to the consumer by stream_at
+            self._error = e
+        finally:
+            with self._ready:
+                self._ready.notify_all()
 
     def stream_at(self, name: str, layer: int | None) -> MT19937:
+        key = (name, layer)
+        with self._ready:
+            self._ready.wait_for(lambda: key in self.snapshots or self._error is not None
+                                 or not self._thread.is_alive())
+            if key not in self.snapshots:
+                raise RuntimeError(f"plan walk failed before {key}") from self._error
+            snap = self.snapshots[key]
         stream = MT19937(self.seed)
-        stream.restore(self.snapshots[(name, layer)])
+        stream.restore(snap)
         return stream
+
+    def join(self) -> "Plan":
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self
 
 
 def _constant(value: float, n: int, chunk: int) -> Iterator[np.ndarray]:

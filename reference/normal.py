@@ -16,17 +16,19 @@ libm, as torch does; it only matters for tensors of fewer than 16 values.
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Iterator
 
 import numpy as np
 
 from . import boxmuller_tables as tables
+from . import parallel
 from .glibc_libm import logf, sincosf
 from .mt19937 import MT19937
 
 PROFILES = ("llmc", "torch")
-DEFAULT_CHUNK = 1 << 20  # values per yielded chunk (4 MiB of float32)
+DEFAULT_CHUNK = 1 << 18  # values per yielded chunk (1 MiB of float32)
 
 
 def check_profile(profile: str) -> None:
@@ -39,10 +41,14 @@ def draws_needed(n: int) -> int:
     return n + (16 if n % 16 else 0)
 
 
-def _blocks(stream: MT19937, nblocks: int, std: np.float32, mean: np.float32,
-            radius: np.ndarray, sincos64: np.ndarray) -> np.ndarray:
-    """Box-Muller over `nblocks` fresh blocks of 16 uniforms -> float32[16 * nblocks]."""
-    k = stream.u24(16 * nblocks).reshape(nblocks, 2, 8)  # (B, [u1 | u2], 8)
+def _transform(k: np.ndarray, std: np.float32, mean: np.float32,
+               radius: np.ndarray, sincos64: np.ndarray) -> np.ndarray:
+    """Box-Muller over blocks of 16 24-bit uniforms k (B, 16) -> float32[16 * B].
+
+    Pure function of k (the draws are taken before), so blocks transform in parallel.
+    """
+    k = k.reshape(-1, 2, 8)  # (B, [u1 | u2], 8)
+    nblocks = k.shape[0]
     r = radius.take(k[:, 0, :])  # (B, 8)
     sc = sincos64.take(k[:, 1, :]).view(np.float32).reshape(nblocks, 8, 2)  # (B, 8, [sin|cos])
     out = np.empty((nblocks, 2, 8), dtype=np.float32)
@@ -61,17 +67,43 @@ def _normal_fill(stream: MT19937, n: int, std: np.float32, mean: np.float32, pro
     # with a tail, the last 16 values come from the redrawn block
     emit = n - 16 if tail else n
     per_chunk = max(1, chunk // 16)
+    pool = parallel.pool()
+    pending: collections.deque = collections.deque()
     done = 0
+
+    def transform(k):
+        return _transform(k, std, mean, radius, sincos64)
+
+    def submit(k):
+        pending.append(pool.submit(transform, k) if pool else _Ready(transform(k)))
+
+    def drain(limit):
+        nonlocal done
+        while len(pending) > limit:
+            vals = pending.popleft().result()
+            keep = min(vals.size, emit - done)
+            if keep > 0:
+                done += keep
+                yield vals[:keep]
+
     for b0 in range(0, nfull, per_chunk):
         nb = min(per_chunk, nfull - b0)
-        vals = _blocks(stream, nb, std, mean, radius, sincos64)
-        keep = min(vals.size, emit - done)
-        if keep > 0:
-            yield vals[:keep]
-            done += keep
+        submit(stream.u24(16 * nb))  # draws stay sequential; transforms overlap
+        yield from drain(parallel.LOOKAHEAD)
     if tail:
         stream.skip(tail)  # drawn by the first fill pass, then overwritten
-        yield _blocks(stream, 1, std, mean, radius, sincos64)
+        tail_k = stream.u24(16)
+    yield from drain(0)
+    if tail:
+        yield transform(tail_k)
+
+
+class _Ready:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 def _small_llmc(stream: MT19937, n: int, std: np.float32, mean: np.float32) -> np.ndarray:

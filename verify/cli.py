@@ -19,6 +19,7 @@ from reference.normal import PROFILES
 from . import __version__
 from .atomic import write_text_atomic
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
+from .pipeline import background
 from .progress import Progress
 
 
@@ -74,7 +75,7 @@ def cmd_init(args) -> int:
     sha = hashlib.sha256()
     with Progress(cfg.num_params_padded, f"init {cfg.slug()}") as bar:
         def chunks():
-            for _spec, part in iter_params(cfg, args.seed, args.profile):
+            for _spec, part in background(iter_params(cfg, args.seed, args.profile)):
                 if args.dtype == "fp32":
                     sha.update(np.ascontiguousarray(part, dtype="<f4").data)
                 bar.update(part.size)
@@ -97,7 +98,7 @@ def cmd_checksum(args) -> int:
     cfg = _config(args)
     _check_seed(args.seed)
     with Progress(cfg.num_params_padded, f"checksum {cfg.slug()}") as bar:
-        d = digest_stream(iter_params(cfg, args.seed, args.profile), progress=bar)
+        d = digest_stream(background(iter_params(cfg, args.seed, args.profile)), progress=bar)
     if args.json:
         out = {"config": cfg.describe(), "seed": args.seed, "profile": args.profile,
                **d.as_dict()}

@@ -22,6 +22,7 @@ from . import __version__
 from .atomic import write_text_atomic
 from .digest import digest_stream
 from .errors import InputError
+from .pipeline import background
 from .progress import Progress
 
 FORMAT = 1
@@ -72,7 +73,7 @@ def compute(name: str, profiles=PROFILES, *, progress: bool | None = None) -> di
         pairs = ((spec, part) for spec in cfg.tensors()
                  for part in iter_tensor_chunks(cfg, spec, plan))
         with Progress(cfg.num_params_padded, f"{name} {profile}", enabled=progress) as bar:
-            d = digest_stream(pairs, progress=bar)
+            d = digest_stream(background(pairs), progress=bar)
         out["profiles"][profile] = {"profile": profile, **d.as_dict()}
     return out
 
