@@ -132,8 +132,9 @@ class GPTConfig:
 
     @property
     def num_params_nanogpt(self) -> int:
-        """nanoGPT's get_num_params(non_embedding=True): minus wpe (wte is tied to lm_head)."""
-        return self.num_params - self.max_seq_len * self.channels
+        """What nanoGPT prints, get_num_params(non_embedding=True): wte over Vp rows (nanoGPT
+        pads 50257 to 50304 like llm.c; wte is tied to lm_head) minus wpe. d12: 123.69M."""
+        return self.num_params_padded - self.max_seq_len * self.channels
 
     def tensors(self) -> list["TensorSpec"]:
         return parameter_table(self)

@@ -138,3 +138,13 @@ def test_python_dash_m_and_console_script_exit_codes(tmp_path):
     res = subprocess.run([sys.executable, "-m", "verify", "stats", str(tmp_path / "none.bin")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "none.bin" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_params_table_counts_and_hf_layout(capsys):
+    code, out, _ = run(capsys, "params", "d12", "--layout", "hf")
+    assert code == 0
+    assert "124,475,904 as llm.c stores them" in out
+    assert "123,689,472 nanoGPT non-embedding" in out  # nanoGPT prints 123.69M for d12
+    assert "transformer.h.{i}.attn.c_attn.weight (768x2304)" in out  # Conv1D: (in, out)
+    code, out, _ = run(capsys, "params", "d12", "--layout", "nanogpt")
+    assert "transformer.h.{i}.attn.c_attn.weight (2304x768)" in out  # nn.Linear: (out, in)

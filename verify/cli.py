@@ -158,6 +158,30 @@ def cmd_stats(args) -> int:
     return EXIT_CHECK_FAILED if bad else EXIT_OK
 
 
+def cmd_params(args) -> int:
+    from reference.config import LAYOUTS, layout_shape, state_dict_key
+
+    cfg = _config(args)
+    print(cfg.describe())
+    print(f"{'#':>2} {'llm.c':<9} {'llm.c shape':<18} {'offset':>12} {'numel':>12}  init      "
+          f"{args.layout} key (shape)")
+    for spec in cfg.tensors():
+        init = spec.init + ("*" if spec.residual else "")
+        key = state_dict_key(spec.name, 0 if spec.per_layer else None)
+        if spec.per_layer:
+            key = key.replace(".h.0.", ".h.{i}.")
+        shape = layout_shape(cfg, spec.name, args.layout) if args.layout != "llmc" else spec.shape
+        print(f"{spec.index:>2} {spec.name:<9} {'x'.join(map(str, spec.shape)):<18} "
+              f"{spec.offset:>12,} {spec.numel:>12,}  {init:<9} "
+              + (key if args.layout != "llmc" else "") + f" ({'x'.join(map(str, shape))})")
+    print(f"parameters: {cfg.num_params_padded:,} as llm.c stores them (wte over Vp rows), "
+          f"{cfg.num_params:,} with V rows, {cfg.num_params_nanogpt:,} nanoGPT non-embedding")
+    print("* residual projection: std 0.02/sqrt(2L); hf: Conv1D weights are (in, out)"
+          if args.layout == "hf" else "* residual projection: std 0.02/sqrt(2L)")
+    assert args.layout in LAYOUTS
+    return EXIT_OK
+
+
 def cmd_golden(args) -> int:
     from . import golden
 
@@ -207,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--json", metavar="PATH", help="also write them as JSON ('-' for stdout)")
     q.set_defaults(func=cmd_stats)
+
+    q = sub.add_parser("params", help="the parameter table: names, shapes, offsets, counts, "
+                                      "and the state-dict names other implementations use")
+    _add_config_args(q)
+    q.add_argument("--layout", choices=("llmc", "nanogpt", "hf"), default="nanogpt",
+                   help="whose state-dict names/shapes to show (hf transposes Conv1D weights)")
+    q.set_defaults(func=cmd_params)
 
     q = sub.add_parser("golden", help="write or check the golden statistics and checksums")
     q.add_argument("action", choices=("write", "check"))
