@@ -164,6 +164,13 @@ LLMC_DESCRIPTOR_SHA256 = {
     "d12": "ed8f81a257c3797ef0ad29560f4c354dd2ec8723efc8ff56f835aa19357689a8",  # issue #2
     "gpt3:c768": "ac04cec302eaf8e1a8468f4d2f6e912190a40d4d5dbabcf6fa1f278f4686797d",
 }
+# too big to regenerate in the default run: checked here against the golden records (which
+# `golden check` regenerates), and directly by the slow test below
+LLMC_LARGE_SHA256 = {
+    "d24": "483654212527a2250e229499d2f5a6fcba5b353e5c5f9ddfb4a3e48d38609c64",
+    "d36": "28e600cabd5d1f189fb887e441065eeb1a1c2087dc86fad3dec9ae6c71776cc1",
+    "d48": "f028d4674783c80fa60619598cc8abd881580b84a602ed14e3ddb6e6fcce30d1",
+}
 
 
 def _sha_of_stream(cfg, seed, profile="llmc"):
@@ -205,3 +212,16 @@ def test_residual_std_rounding_differs_between_profiles_for_some_L():
     cfg12 = from_descriptor("d12")
     spec = {s.name: s for s in cfg12.tensors()}["fcprojw"]
     assert init_std(cfg12, spec, "llmc") == np.float32(init_std(cfg12, spec, "torch"))
+
+
+@pytest.mark.parametrize("desc", list(LLMC_LARGE_SHA256))
+def test_golden_records_of_large_models_agree_with_llmc(desc):
+    from verify import golden
+
+    assert golden.load(desc)["profiles"]["llmc"]["sha256_fp32"] == LLMC_LARGE_SHA256[desc]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("desc", list(LLMC_LARGE_SHA256))
+def test_llmc_large_descriptors_bit_exact(desc):
+    assert _sha_of_stream(from_descriptor(desc), 42) == LLMC_LARGE_SHA256[desc]
