@@ -28,7 +28,7 @@ from .glibc_libm import logf, sincosf
 from .mt19937 import MT19937
 
 PROFILES = ("llmc", "torch")
-DEFAULT_CHUNK = 1 << 18  # values per yielded chunk (1 MiB of float32)
+DEFAULT_CHUNK = 1 << 16  # values per yielded chunk (256 KiB of float32)
 
 
 def check_profile(profile: str) -> None:

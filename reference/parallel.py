@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-LOOKAHEAD = 3  # chunks in flight per stream (bounds memory: a few MiB each)
+LOOKAHEAD = 2  # chunks in flight per stream (bounds memory: a few MiB each)
 _pool: ThreadPoolExecutor | None = None
 _size: int | None = None
 

@@ -21,7 +21,7 @@ class _Failure:
         self.exc = exc
 
 
-def background(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+def background(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
