@@ -27,7 +27,8 @@ def init_std(cfg: GPTConfig, spec: TensorSpec, profile: str):
 
     llmc:  0.02f * (1.0f / sqrtf(2.0f * L)), all float32 (train_gpt2.cu).
     torch: 0.02 / math.sqrt(2 * L) in double (train_gpt2.py); torch rounds it to float32
-           once inside the n >= 16 kernel. For some L (e.g. 6, 24) the two differ by 1 ulp.
+           once inside the n >= 16 kernel. For some L (e.g. 6, 24) the two differ by 1 ulp
+           (by 2 ulps for some L >= 245).
     """
     check_profile(profile)
     if profile == "llmc":
