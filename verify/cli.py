@@ -122,20 +122,21 @@ def _emit_json(dest: str, obj) -> None:
 
 
 def cmd_stats(args) -> int:
-    from .digest import TensorDigest
-    from .formats.checkpoint import open_checkpoint, read_header
+    from reference.bf16 import bf16_bits_to_f32
 
-    header = read_header(args.file)
+    from .digest import TensorDigest
+    from .formats.checkpoint import open_checkpoint
+
     rows = []
-    with open_checkpoint(args.file) as ckpt:
+    with open_checkpoint(args.file) as ckpt:  # validates the header and size first
+        header = ckpt.header
         with Progress(header.config.num_params_padded, "stats") as bar:
-            for spec, _raw in ckpt.tensors():
+            for spec in ckpt.specs:
                 d = TensorDigest(spec.name, tuple(spec.shape))
                 flat = ckpt.flat[spec.offset:spec.offset + spec.numel]
                 for lo in range(0, spec.numel, 1 << 20):
                     part = flat[lo:lo + (1 << 20)]
                     if ckpt.dtype == "bf16":
-                        from reference.bf16 import bf16_bits_to_f32
                         part = bf16_bits_to_f32(part)
                     d.update(part)
                     bar.update(part.size)
@@ -159,7 +160,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from reference.config import LAYOUTS, layout_shape, state_dict_key
+    from reference.config import layout_shape, state_dict_key
 
     cfg = _config(args)
     print(cfg.describe())
@@ -178,7 +179,6 @@ def cmd_params(args) -> int:
           f"{cfg.num_params:,} with V rows, {cfg.num_params_nanogpt:,} nanoGPT non-embedding")
     print("* residual projection: std 0.02/sqrt(2L); hf: Conv1D weights are (in, out)"
           if args.layout == "hf" else "* residual projection: std 0.02/sqrt(2L)")
-    assert args.layout in LAYOUTS
     return EXIT_OK
 
 
