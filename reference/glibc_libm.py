@@ -6,8 +6,8 @@ s_sinf.c, s_cosf.c, sincosf_poly.h; the ARM optimized-routines algorithms, LGPL-
 constants are reproduced below), evaluated exactly as compiled:
 
 - variant "fma": the x86-64 multiarch build used on CPUs with FMA (e_logf-fma.c,
-  s_sinf-fma.c, ...), and every aarch64 build: GCC contracts each `a*b + c` into one fused
-  multiply-add. This is what llm.c gets on any x86-64 CPU of the last decade.
+  s_sinf-fma.c, ...): GCC contracts each `a*b + c` into one fused multiply-add. This is what
+  llm.c gets on any x86-64 CPU of the last decade (aarch64 builds contract too; unverified).
 - variant "nofma": the SSE2 build (x86-64 CPUs without FMA): every product rounded first.
 
 Only + - * on float64 (each correctly rounded) and exact integer bit manipulation are used,
