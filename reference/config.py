@@ -139,16 +139,6 @@ class GPTConfig:
     def tensors(self) -> list["TensorSpec"]:
         return parameter_table(self)
 
-    def header_fields(self) -> dict[str, int]:
-        return {
-            "max_seq_len": self.max_seq_len,
-            "vocab_size": self.vocab,
-            "num_layers": self.layers,
-            "num_heads": self.heads,
-            "channels": self.channels,
-            "padded_vocab_size": self.padded_vocab,
-        }
-
     def describe(self) -> str:
         tag = f"{self.name}: " if self.name else ""
         return (f"{tag}L={self.layers} C={self.channels} NH={self.heads} V={self.vocab} "

@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import GPTConfig, TensorSpec, draw_order, parameter_table
-from .mt19937 import MT19937
+from .mt19937 import MT19937, init_genrand
 from .normal import DEFAULT_CHUNK, advance, check_profile, normal_
 
 
@@ -48,9 +48,9 @@ class Plan:
 
     def __init__(self, cfg: GPTConfig, seed: int = 42, profile: str = "llmc"):
         check_profile(profile)
+        init_genrand(seed)  # a bad seed raises here, in the caller, not in the walk thread
         self.cfg, self.seed, self.profile = cfg, seed, profile
         self.snapshots: dict[tuple[str, int | None], tuple] = {}
-        self.total_draws: int | None = None
         self._error: BaseException | None = None
         self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._walk, name="gpt2v-plan", daemon=True)
@@ -65,7 +65,6 @@ class Plan:
                     self._ready.notify_all()
                 advance(stream, count, init_std(self.cfg, spec, self.profile),
                         profile=self.profile)
-            self.total_draws = stream.position
         except BaseException as e:  # surfaced to the consumer by stream_at
             self._error = e
         finally:
@@ -83,12 +82,6 @@ class Plan:
         stream = MT19937(self.seed)
         stream.restore(snap)
         return stream
-
-    def join(self) -> "Plan":
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self
 
 
 def _constant(value: float, n: int, chunk: int) -> Iterator[np.ndarray]:
