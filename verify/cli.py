@@ -124,23 +124,21 @@ def _emit_json(dest: str, obj) -> None:
 def cmd_stats(args) -> int:
     from reference.bf16 import bf16_bits_to_f32
 
-    from .digest import TensorDigest
+    from .digest import digest_stream
     from .formats.checkpoint import open_checkpoint
 
-    rows = []
     with open_checkpoint(args.file) as ckpt:  # validates the header and size first
         header = ckpt.header
-        with Progress(header.config.num_params_padded, "stats") as bar:
+
+        def pairs():  # (spec, float32 chunk) in file order, 1M values at a time
             for spec in ckpt.specs:
-                d = TensorDigest(spec.name, tuple(spec.shape))
                 flat = ckpt.flat[spec.offset:spec.offset + spec.numel]
                 for lo in range(0, spec.numel, 1 << 20):
                     part = flat[lo:lo + (1 << 20)]
-                    if ckpt.dtype == "bf16":
-                        part = bf16_bits_to_f32(part)
-                    d.update(part)
-                    bar.update(part.size)
-                rows.append(d.finish())
+                    yield spec, bf16_bits_to_f32(part) if ckpt.dtype == "bf16" else part
+
+        with Progress(header.config.num_params_padded, "stats") as bar:
+            rows = list(digest_stream(pairs(), bf16=False, progress=bar).tensors.values())
     if args.json:
         _emit_json(args.json, {"file": args.file, "config": header.config.describe(),
                                "dtype": header.dtype,
@@ -152,7 +150,7 @@ def cmd_stats(args) -> int:
     bad = 0
     for d in rows:
         shape = "x".join(map(str, d.shape))
-        print(f"{d.name:<9} {shape:<18} {d.numel + d.nonfinite:>12,} {d.mean:>12.4e} "
+        print(f"{d.name:<9} {shape:<18} {d.numel:>12,} {d.mean:>12.4e} "
               f"{d.std:>11.4e} {d.min:>11.4e} {d.max:>11.4e}"
               + (f"  {d.nonfinite} NaN/Inf" if d.nonfinite else ""))
         bad += d.nonfinite

@@ -22,7 +22,7 @@ from reference.config import TensorSpec
 class TensorDigest:
     name: str
     shape: tuple[int, ...]
-    numel: int = 0
+    finite: int = 0  # values the moments cover
     mean: float = 0.0
     m2: float = 0.0  # sum of squared deviations from the mean
     min: float = float("inf")
@@ -32,9 +32,13 @@ class TensorDigest:
     _h: "hashlib._Hash" = dataclasses.field(default_factory=hashlib.sha256, repr=False)
 
     @property
+    def numel(self) -> int:
+        return self.finite + self.nonfinite
+
+    @property
     def std(self) -> float:
-        """Population standard deviation (ddof=0)."""
-        return float(np.sqrt(self.m2 / self.numel)) if self.numel else 0.0
+        """Population standard deviation (ddof=0) of the finite values."""
+        return float(np.sqrt(self.m2 / self.finite)) if self.finite else 0.0
 
     def update(self, chunk: np.ndarray) -> None:
         a = np.ascontiguousarray(chunk, dtype="<f4").reshape(-1)
@@ -50,20 +54,20 @@ class TensorDigest:
         if n:
             mean = float(x.mean())
             m2 = float(np.square(x - mean).sum())
-            total = self.numel + n
+            total = self.finite + n
             delta = mean - self.mean
             self.mean += delta * n / total
-            self.m2 += m2 + delta * delta * self.numel * n / total
+            self.m2 += m2 + delta * delta * self.finite * n / total
             self.min = min(self.min, float(x.min()))
             self.max = max(self.max, float(x.max()))
-            self.numel = total
+            self.finite = total
 
     def finish(self) -> "TensorDigest":
         self.sha256 = self._h.hexdigest()
         return self
 
     def as_dict(self) -> dict:
-        return {"shape": list(self.shape), "numel": self.numel + self.nonfinite,
+        return {"shape": list(self.shape), "numel": self.numel,
                 "mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
                 "nonfinite": self.nonfinite, "sha256_fp32": self.sha256}
 

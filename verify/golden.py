@@ -15,7 +15,7 @@ from pathlib import Path
 
 import golden as golden_pkg
 from reference.config import GPTConfig, from_descriptor
-from reference.init import Plan, iter_tensor_chunks
+from reference.init import iter_params
 from reference.normal import PROFILES
 
 from . import __version__
@@ -69,9 +69,7 @@ def compute(name: str, profiles=PROFILES, *, progress: bool | None = None) -> di
                       "max_seq_len": cfg.max_seq_len, "descriptor": cfg.name},
            "seed": seed, "num_params_padded": cfg.num_params_padded, "profiles": {}}
     for profile in profiles:
-        plan = Plan(cfg, seed, profile)
-        pairs = ((spec, part) for spec in cfg.tensors()
-                 for part in iter_tensor_chunks(cfg, spec, plan))
+        pairs = iter_params(cfg, seed, profile)
         with Progress(cfg.num_params_padded, f"{name} {profile}", enabled=progress) as bar:
             d = digest_stream(background(pairs), progress=bar)
         out["profiles"][profile] = {"profile": profile, **d.as_dict()}
