@@ -8,6 +8,7 @@ so that the initializer, the checkpoint reader and the comparators can never dis
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Iterator
 
@@ -144,6 +145,20 @@ class GPTConfig:
         return (f"{tag}L={self.layers} C={self.channels} NH={self.heads} V={self.vocab} "
                 f"Vp={self.padded_vocab} maxT={self.max_seq_len}")
 
+    def as_dict(self) -> dict:
+        """The config dict every JSON record of this tool writes (golden, stats, compare, ...)."""
+        return {"layers": self.layers, "channels": self.channels, "heads": self.heads,
+                "vocab": self.vocab, "padded_vocab": self.padded_vocab,
+                "max_seq_len": self.max_seq_len, "descriptor": self.name}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        """Inverse of as_dict (a descriptor name, when present, restores the descriptor)."""
+        if d.get("descriptor"):
+            return from_descriptor(d["descriptor"])
+        return cls(d["layers"], d["channels"], d["heads"], d["vocab"], d["padded_vocab"],
+                   d["max_seq_len"])
+
     def slug(self) -> str:
         """A file-name-safe identifier."""
         if self.name:
@@ -211,6 +226,25 @@ def parameter_table(cfg: GPTConfig) -> list[TensorSpec]:
     return out
 
 
+# Tensor roles, derived once from the table above (the same for every config).
+_ROLE_TABLE = parameter_table(GPTConfig(1, 1, 1, vocab=1, max_seq_len=1))
+RANDOM_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.init == "normal")  # drawn N(0, std)
+RESIDUAL_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.residual)  # std 0.02/sqrt(2L)
+ONES_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.init == "ones")  # LayerNorm weights
+ZERO_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.init == "zeros")  # biases
+LAYER_WEIGHTS = tuple(s.name for s in _ROLE_TABLE if s.init == "normal" and s.per_layer)
+BASE_STD = 0.02  # GPT-2's init std (train_gpt2.py `_init_weights`, llm.c)
+
+
+def nominal_std(cfg: GPTConfig, name: str) -> float:
+    """The std a random tensor is drawn with, in exact real arithmetic (0.02, or
+    0.02/sqrt(2L) for the residual projections). reference.init.init_std gives the float
+    each profile actually passes to normal_."""
+    if name not in RANDOM_TENSORS:
+        raise ValueError(f"{name} is not drawn at random; random tensors: {RANDOM_TENSORS}")
+    return BASE_STD / math.sqrt(2 * cfg.layers) if name in RESIDUAL_TENSORS else BASE_STD
+
+
 def draw_order(cfg: GPTConfig) -> Iterator[tuple[TensorSpec, int | None, int, int]]:
     """The normal_ calls llm.c (and train_gpt2.py) make, in order.
 
@@ -222,7 +256,7 @@ def draw_order(cfg: GPTConfig) -> Iterator[tuple[TensorSpec, int | None, int, in
     yield specs["wte"], None, 0, cfg.vocab * C
     yield specs["wpe"], None, 0, cfg.max_seq_len * C
     for layer in range(cfg.layers):
-        for name in ("qkvw", "attprojw", "fcw", "fcprojw"):
+        for name in LAYER_WEIGHTS:
             spec = specs[name]
             per = spec.numel // cfg.layers
             yield spec, layer, layer * per, per
@@ -259,55 +293,3 @@ def from_descriptor(desc: str) -> GPTConfig:
     depth, head_size = GPT3_CHANNELS[C]
     return GPTConfig(depth, C, C // head_size, LLMC_VOCAB, LLMC_PADDED_VOCAB, 2048,
                      name=f"gpt3:c{C}", allow_uneven_heads=(C % head_size != 0))
-
-
-# ---- names in other implementations -----------------------------------------------------------
-
-# llm.c name -> (state-dict key template, Hugging Face Conv1D transposes it)
-# train_gpt2.py and nanoGPT use exactly Hugging Face's key names but nn.Linear (out, in) layout;
-# Hugging Face's GPT2 uses Conv1D with (in, out) weights. Per-layer keys take {i}.
-STATE_DICT_KEYS = {
-    "wte": ("transformer.wte.weight", False),
-    "wpe": ("transformer.wpe.weight", False),
-    "ln1w": ("transformer.h.{i}.ln_1.weight", False),
-    "ln1b": ("transformer.h.{i}.ln_1.bias", False),
-    "qkvw": ("transformer.h.{i}.attn.c_attn.weight", True),
-    "qkvb": ("transformer.h.{i}.attn.c_attn.bias", False),
-    "attprojw": ("transformer.h.{i}.attn.c_proj.weight", True),
-    "attprojb": ("transformer.h.{i}.attn.c_proj.bias", False),
-    "ln2w": ("transformer.h.{i}.ln_2.weight", False),
-    "ln2b": ("transformer.h.{i}.ln_2.bias", False),
-    "fcw": ("transformer.h.{i}.mlp.c_fc.weight", True),
-    "fcb": ("transformer.h.{i}.mlp.c_fc.bias", False),
-    "fcprojw": ("transformer.h.{i}.mlp.c_proj.weight", True),
-    "fcprojb": ("transformer.h.{i}.mlp.c_proj.bias", False),
-    "lnfw": ("transformer.ln_f.weight", False),
-    "lnfb": ("transformer.ln_f.bias", False),
-}
-LAYOUTS = ("llmc", "nanogpt", "hf")
-
-
-def state_dict_key(name: str, layer: int | None = None) -> str:
-    template, _ = STATE_DICT_KEYS[name]
-    if "{i}" in template:
-        if layer is None:
-            raise ValueError(f"{name} is per layer: pass layer=")
-        return template.format(i=layer)
-    return template
-
-
-def layout_shape(cfg: GPTConfig, name: str, layout: str) -> tuple[int, ...]:
-    """Shape of one (per-layer) tensor in a layout: llmc/nanogpt (out, in), hf (in, out).
-
-    wte has Vp rows in llm.c files, V rows in train_gpt2.py, nanoGPT and Hugging Face
-    (nanoGPT's own training default pads to 50304, which shows up as V=50304 there).
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
-    spec = {s.name: s for s in parameter_table(cfg)}[name]
-    shape = spec.shape[1:] if spec.per_layer else spec.shape
-    if name == "wte" and layout != "llmc":
-        shape = (cfg.vocab, cfg.channels)
-    if layout == "hf" and STATE_DICT_KEYS[name][1]:
-        shape = tuple(reversed(shape))
-    return tuple(shape)

@@ -13,7 +13,7 @@ import pytest
 
 from reference.config import GPTConfig
 from reference.init import init_params
-from tests.test_reference import LLMC_SHA256
+from tests.known import LLMC_SHA256
 from verify.cli import main
 from verify.formats.checkpoint import header_bytes, open_checkpoint
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.test_reference import LLMC_SHA256
+from tests.known import LLMC_SHA256
 
 SCRIPT = r"""
 import hashlib, json

@@ -19,20 +19,18 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from reference.config import GPTConfig, parameter_table
+from reference.config import LAYER_WEIGHTS, GPTConfig, parameter_table
+from reference.config import ONES_TENSORS as ONES
+from reference.config import RANDOM_TENSORS as RANDOM
+from reference.config import RESIDUAL_TENSORS as RESIDUAL
+from reference.config import ZERO_TENSORS as ZEROS
 from reference.init import init_std, init_tensors
 from reference.mt19937 import MT19937
 from reference.normal import normal_array
+from tests.known import FAMILY_FPR, SEED, SMALL
 from verify.stats import bonferroni, check_constant, check_normal
 
-CFG = GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)  # Vp 1024, 171k params: ~20 ms to init
-SEED = 42
-FAMILY_FPR = 1e-9
-RANDOM = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
-RESIDUAL = ("attprojw", "fcprojw")
-ONES = ("ln1w", "ln2w", "lnfw")
-ZEROS = ("ln1b", "qkvb", "attprojb", "ln2b", "fcb", "fcprojb", "lnfb")
-LAYER_WEIGHTS = ("qkvw", "attprojw", "fcw", "fcprojw")
+CFG = SMALL  # ~20 ms to init
 
 
 # ---- the property runner ----------------------------------------------------------------------

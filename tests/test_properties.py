@@ -22,19 +22,18 @@ from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from reference import boxmuller_tables as tables
+from reference.config import ONES_TENSORS as ONES
+from reference.config import RANDOM_TENSORS as RANDOM
+from reference.config import RESIDUAL_TENSORS as RESIDUAL
+from reference.config import ZERO_TENSORS as ZEROS
 from reference.config import GPTConfig, draw_order, from_descriptor, parameter_table
 from reference.init import init_params, init_std, init_tensors
 from reference.mt19937 import MT19937
 from reference.normal import draws_needed, normal_array
 from tests.conftest import config_kwargs
+from tests.known import FAMILY_FPR
 from verify.stats import bonferroni, check_constant, check_normal
 from verify.strategies import gpt2_configs, llmc_descriptors, profiles, seeds
-
-FAMILY_FPR = 1e-9  # per config: all distribution checks of one model together
-RANDOM = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
-RESIDUAL = ("attprojw", "fcprojw")
-ONES = ("ln1w", "ln2w", "lnfw")
-ZEROS = ("ln1b", "qkvb", "attprojb", "ln2b", "fcb", "fcprojb", "lnfb")
 
 CFG = config_kwargs()
 configs = gpt2_configs(**CFG)

@@ -20,6 +20,7 @@ from reference.config import GPTConfig, from_descriptor
 from reference.init import init_params, init_std, iter_params
 from reference.mt19937 import MT19937, init_genrand
 from reference.normal import normal_array
+from tests.known import LLMC_DESCRIPTOR_SHA256, LLMC_LARGE_SHA256, LLMC_SHA256
 
 # ---- mt19937 --------------------------------------------------------------------------------
 
@@ -145,33 +146,6 @@ def test_libm_accuracy_against_float64():
 
 
 # ---- llm.c init checksums (independent: llm.c's C code, gcc -O3, x86-64 glibc 2.36) ---------
-
-LLMC_SHA256 = {
-    # (L, C, NH, V, Vp, maxT, seed): sha256 of the float32 parameter buffer (checkpoint body)
-    (1, 2, 1, 5, 5, 1, 42): "7e66d56065a222306c8f1b4c7008f3767ecccfeca2a17e7278f97921c43e23c7",
-    (2, 4, 4, 10, 16, 3, 42): "a46eef664fb3fd5b02ef962c9d7fe92edcd4d67a45cb9cfdb730223f4e710259",
-    (3, 6, 3, 97, 128, 7, 42): "ca8368c73f092f309bac7269987d9c0e7688793992dbc99daaf47e4b88778256",
-    (1, 8, 2, 100, 128, 4, 42): "4a02cfbc89e4ba0a0153f78e8e242ea4c0f04f276c514dee1e174f6172e9363b",
-    (2, 64, 4, 50257, 50304, 1024, 0):
-        "d189d590d71f83bac26b0604cb1e9cef5ce610e52aa7ea1eeef4b81b639b793e",
-    (2, 64, 4, 50257, 50304, 1024, 42):
-        "b8cce6a4bd70b4389e636d185bc0e3829f9a440a831db2d90614f7039d619ade",
-    (2, 64, 4, 50257, 50304, 1024, 1337):
-        "75c497036657685c79c36c28917512ea74c35a1a39f1984201a0728de8558e28",
-}
-LLMC_DESCRIPTOR_SHA256 = {
-    "d6": "f425eb65e8956db76c56478326c69d97134e09aea4cc5ffc7056cc98fc981351",
-    "d12": "ed8f81a257c3797ef0ad29560f4c354dd2ec8723efc8ff56f835aa19357689a8",  # issue #2
-    "gpt3:c768": "ac04cec302eaf8e1a8468f4d2f6e912190a40d4d5dbabcf6fa1f278f4686797d",
-}
-# too big to regenerate in the default run: checked here against the golden records (which
-# `golden check` regenerates), and directly by the slow test below
-LLMC_LARGE_SHA256 = {
-    "d24": "483654212527a2250e229499d2f5a6fcba5b353e5c5f9ddfb4a3e48d38609c64",
-    "d36": "28e600cabd5d1f189fb887e441065eeb1a1c2087dc86fad3dec9ae6c71776cc1",
-    "d48": "f028d4674783c80fa60619598cc8abd881580b84a602ed14e3ddb6e6fcce30d1",
-}
-
 
 def _sha_of_stream(cfg, seed, profile="llmc"):
     h = hashlib.sha256()

@@ -64,9 +64,7 @@ def resolve(names: list[str] | None, *, all_: bool = False) -> list[str]:
 def compute(name: str, profiles=PROFILES, *, progress: bool | None = None) -> dict:
     cfg, seed = GOLDEN[name]
     out = {"tool": "gpt2-verify", "version": __version__, "format": FORMAT, "name": name,
-           "config": {"layers": cfg.layers, "channels": cfg.channels, "heads": cfg.heads,
-                      "vocab": cfg.vocab, "padded_vocab": cfg.padded_vocab,
-                      "max_seq_len": cfg.max_seq_len, "descriptor": cfg.name},
+           "config": cfg.as_dict(),
            "seed": seed, "num_params_padded": cfg.num_params_padded, "profiles": {}}
     for profile in profiles:
         pairs = iter_params(cfg, seed, profile)

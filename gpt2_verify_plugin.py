@@ -5,21 +5,26 @@
         assert (my_init()["wte"] == ref["wte"]).all()
 
 The reference is computed once per (config, seed, profile) and session.
+
+pytest loads this module in every project where gpt2-verify is installed, so it has a name of
+its own and imports nothing of gpt2-verify (whose packages are called `reference` and
+`verify`, names other projects use too) until a fixture is used: a project with its own
+`verify` or `reference` package keeps importing its own.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from reference.config import GPTConfig, from_descriptor
-from reference.init import init_tensors
-
 
 @pytest.fixture(scope="session")
 def gpt2_reference():
+    from reference.config import from_descriptor
+    from reference.init import init_tensors
+
     cache: dict = {}
 
-    def get(config: str | GPTConfig, seed: int = 42, profile: str = "llmc"):
+    def get(config, seed: int = 42, profile: str = "llmc"):
         cfg = from_descriptor(config) if isinstance(config, str) else config
         key = (cfg, seed, profile)
         if key not in cache:

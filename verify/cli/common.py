@@ -1,0 +1,69 @@
+"""Pieces every command group shares: config arguments, seed range, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from reference.config import GPTConfig, descriptor_names, from_descriptor
+from reference.mt19937 import MAX_SEED
+from reference.normal import PROFILES
+
+from ..atomic import write_text_atomic
+from ..errors import InputError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + 2 lines)
+        raise InputError(None, f"{self.prog}: {message} (see --help)")
+
+
+# ---- config arguments shared by init and checksum ---------------------------------------------
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("descriptor", nargs="?",
+                   help=f"llm.c model descriptor: {', '.join(descriptor_names())} (gpt2:dN too)")
+    p.add_argument("--layers", type=int, help="custom config: number of layers L")
+    p.add_argument("--channels", type=int, help="custom config: channels C")
+    p.add_argument("--heads", type=int, help="custom config: attention heads NH (C %% NH == 0)")
+    p.add_argument("--vocab", type=int, default=50257, help="custom config: vocab V (50257)")
+    p.add_argument("--max-seq-len", type=int, default=1024, help="custom config: maxT (1024)")
+    p.add_argument("--padded-vocab", type=int, default=None,
+                   help="custom config: Vp (default V rounded up to a multiple of 128)")
+    p.add_argument("--seed", type=int, default=42, help="mt19937 seed (42, llm.c's)")
+    p.add_argument("--profile", choices=PROFILES, default="llmc",
+                   help="llmc: llm.c's C init bit for bit; torch: PyTorch CPU normal_ (scalar)")
+
+
+def config_from_args(args) -> GPTConfig:
+    custom = [args.layers, args.channels, args.heads]
+    if args.descriptor:
+        if any(v is not None for v in custom):
+            raise InputError(None, "give either a descriptor or --layers/--channels/--heads, "
+                                   "not both")
+        return from_descriptor(args.descriptor)
+    if any(v is None for v in custom):
+        raise InputError(None, "give a descriptor (e.g. d12) or all of --layers, --channels "
+                               "and --heads")
+    return GPTConfig(args.layers, args.channels, args.heads, args.vocab, args.padded_vocab,
+                     args.max_seq_len)
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(None, f"--seed {seed} out of range: llm.c and torch seed mt19937 with "
+                               f"a uint32 (0..{MAX_SEED})")
+
+
+def emit_json(dest: str, obj) -> None:
+    text = json.dumps(obj, indent=1) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            write_text_atomic(dest, text)
+        except OSError as e:
+            raise InputError(dest, f"cannot write: {e.strerror or e}") from None
+
+
