@@ -1,0 +1,17 @@
+"""Grade anyone's initialized GPT-2 weights against the reference (exact / close / distribution /
+mismatch), say where and why they differ, and fuzz implementations through Hypothesis.
+
+    from verify.compare import compare
+    from verify.formats.model import open_model
+
+    report = compare(open_model("model.pt"))          # config inferred, seed 42, profile llmc
+    print(report.render()); report.passed("close")
+
+Depends on verify.formats, verify.stats and reference; nothing there depends on it.
+"""
+
+from .compare import DEFAULT_FPR, compare
+from .grade import VERDICTS
+from .report import REQUIRE_LEVELS, SCHEMA, Report
+
+__all__ = ["compare", "Report", "VERDICTS", "REQUIRE_LEVELS", "SCHEMA", "DEFAULT_FPR"]
