@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from reference.config import (
@@ -12,9 +14,10 @@ from reference.config import (
     nominal_std,
     parameter_table,
 )
-from reference.init import Plan, iter_tensor_chunks
+from reference.init import iter_params
 from reference.normal import check_profile
 
+from ..pipeline import background
 from ..progress import Progress
 from . import diagnose as dg
 from .grade import (
@@ -73,33 +76,35 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
     specs = parameter_table(cfg)
     n_random = sum(s.name in RANDOM_TENSORS for s in specs) + (candidate.lm_head == "separate")
     per_check = fpr / n_random
-    plan = None if file_mode else Plan(cfg, seed, profile)
+    # the reference, generated in a background thread (both cores), grouped by tensor
+    reference = None if file_mode else itertools.groupby(
+        background(iter_params(cfg, seed, profile, CHUNK)), key=lambda pair: pair[0].name)
     region_diffs: dict[str, list[RegionDiff]] = {}
     total = sum(s.numel for s in specs)
     with Progress(total, "compare", enabled=progress) as bar:
         for spec in specs:
-            grade, diffs = _grade_one(candidate, cfg, spec, plan, against if file_mode else None,
-                                      per_check)
+            if file_mode:
+                ref_chunks = against.iter_chunks(spec.name, CHUNK)
+            else:
+                name, group = next(reference)
+                assert name == spec.name, (name, spec.name)
+                ref_chunks = (part for _spec, part in group)
+            grade, diffs = _grade_one(candidate, cfg, spec, ref_chunks, per_check)
             report.tensors.append(grade)
             if diffs:
                 region_diffs[spec.name] = diffs
             bar.update(spec.numel)
         if candidate.lm_head == "separate":
-            report.tensors.append(_grade_lm_head(candidate, cfg, plan, against if file_mode else None,
-                                                 per_check))
+            ref_wte = (against.iter_chunks("wte", CHUNK) if file_mode else
+                       (part for _s, part in iter_params(cfg, seed, profile, CHUNK) if _s.name == "wte"))
+            report.tensors.append(_grade_lm_head(candidate, cfg, ref_wte, per_check))
     _first_divergences(cfg, report, region_diffs)
     if not file_mode:
         _diagnose(candidate, cfg, seed, profile, report, region_diffs, progress)
     return report
 
 
-def _reference_chunks(cfg, spec, plan, other, name=None):
-    if other is not None:
-        return other.iter_chunks(name or spec.name, CHUNK)
-    return iter_tensor_chunks(cfg, spec, plan, CHUNK)
-
-
-def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, plan, other, fpr: float
+def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float
                ) -> tuple[TensorGrade, list[RegionDiff] | None]:
     name = spec.name
     source = list(model.sources.get(name, []))
@@ -112,9 +117,6 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, plan, other, fpr: float
     if name == "wte" and rows not in (cfg.vocab, cfg.padded_vocab):
         rows = None
     want = expected_shape(cfg, spec, rows)
-    if other is not None and name == "wte":
-        other_rows = tuple(other.tensor("wte").shape)[0]
-        rows = min(rows or cfg.padded_vocab, other_rows)
     if shape != want:
         text = f"{name}: shape {shape}, expected {want}"
         if sorted(shape) == sorted(want) and len(shape) == len(want):
@@ -122,14 +124,13 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, plan, other, fpr: float
         return TensorGrade(name, shape, dtype, source, "mismatch", text, numel=int(np.prod(shape))), None
     parts = regions(cfg, spec, rows)
     std = nominal_std(cfg, name) if name in RANDOM_TENSORS else 1.0
-    diffs = diff_tensor(model.iter_chunks(name, CHUNK), _reference_chunks(cfg, spec, plan, other),
-                        parts, std=std, dtype=dtype)
+    diffs = diff_tensor(model.iter_chunks(name, CHUNK), ref_chunks, parts, std=std, dtype=dtype)
     grade = grade_tensor(cfg, spec, diffs, shape=shape, dtype=dtype, source=source,
                          candidate_chunks=lambda: model.iter_chunks(name, CHUNK), fpr=fpr)
     return grade, diffs
 
 
-def _grade_lm_head(model, cfg, plan, other, fpr) -> TensorGrade:
+def _grade_lm_head(model, cfg, ref, fpr) -> TensorGrade:
     """A separate (untied) lm_head: graded like wte's drawn rows (llm.c ties it to wte)."""
     arr = np.asarray(model.lm_head_tensor(), dtype=np.float32)
     rows = arr.shape[0] if arr.ndim == 2 else 0
@@ -139,7 +140,6 @@ def _grade_lm_head(model, cfg, plan, other, fpr) -> TensorGrade:
         g = TensorGrade("lm_head", tuple(arr.shape), model.dtype, source, "mismatch",
                         f"lm_head: shape {arr.shape}, expected ({cfg.vocab}, {cfg.channels})")
         return g
-    ref = _reference_chunks(cfg, spec, plan, other, "wte")
     diffs = diff_tensor(iter([arr.reshape(-1)]), ref, regions(cfg, spec, rows),
                         std=nominal_std(cfg, "wte"), dtype=model.dtype)
     g = grade_tensor(cfg, spec, diffs, shape=arr.shape, dtype=model.dtype, source=source,

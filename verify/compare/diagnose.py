@@ -291,7 +291,23 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
         pending.append(key)
     if search:
         horizon = min(max(2 * end, end + (1 << 20)), MAX_HORIZON)
-        found = locate(search, seed, horizon, progress=progress)
+        # first the places a bug usually puts a call: where the reference makes some call, or
+        # right after its last draw; the whole stream is swept only for what is left
+        starts = {c.start: plan.stream_at(*c.key) for c in calls}
+        tail = plan.stream_at(*calls[-1].key)
+        advance(tail, calls[-1].count, init_std(cfg, calls[-1].spec, profile), profile=profile)
+        starts[end] = tail
+        firsts = {p: (st.u32(16) & np.uint32(0xFFFFFF)).astype(np.int64) for p, st in starts.items()}
+        found = {}
+        for h in search:
+            for p, draws in firsts.items():
+                loc = _verify(h, draws, seed, p)
+                if loc is not None:
+                    found[h.key] = loc
+                    break
+        rest = [h for h in search if h.key not in found]
+        if rest:
+            found.update(locate(rest, seed, horizon, progress=progress))
         missing = [h for h in search if h.key not in found]
         for s in COMMON_SEEDS:  # a first call near the start of another seed's stream ...
             if not missing or s == seed:

@@ -88,7 +88,7 @@ class RegionDiff:
     max_abs: float = 0.0
     max_abs_at: int | None = None
     max_ulps: int = 0
-    sum_sq: float = 0.0  # over finite candidate values, for the per-region rms
+    sum_sq: float = 0.0  # over finite candidate values (second pass, tensors not exact/close)
     sum_: float = 0.0
     head: np.ndarray | None = None  # the first 16 candidate values (stream diagnosis)
 
@@ -184,9 +184,6 @@ def diff_tensor(candidate: Iterator[np.ndarray], reference: Iterator[np.ndarray]
                 d.first_nonfinite = pos + int(np.argmax(bad))
             d.nonfinite += k
             d.nan += int(np.isnan(c).sum())
-        cf = np.where(finite, c, 0).astype(np.float64)
-        d.sum_ += float(cf.sum())
-        d.sum_sq += float(np.vdot(cf, cf))
         want = _round_to(r, dtype)
         neq = (c.view(np.uint32) != want.view(np.uint32)) & finite
         if not neq.any():
@@ -331,27 +328,14 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
     g.max_abs_diff = top.max_abs
     if top.max_abs_at is not None:
         g.max_abs_diff_index = _index(shape, top.max_abs_at)
-    n_fin = numel - g.nonfinite
-    if n_fin:
-        s1 = sum(d.sum_ for d in diffs)
-        g.mean = s1 / n_fin
     random = spec.name in RANDOM_TENSORS
     if random:
         g.expected_std = nominal_std(cfg, spec.name)
-        drawn = [d for d in diffs if d.region.kind == "normal"]
-        n = sum(d.numel - d.nonfinite for d in drawn)
-        if n:
-            m = sum(d.sum_ for d in drawn) / n
-            g.std = math.sqrt(max(sum(d.sum_sq for d in drawn) / n - m * m, 0.0))
-            g.std_ratio = g.std / g.expected_std
     for d in diffs:
         if d.region.layer is not None:
             layer = {"layer": d.region.layer, "verdict": d.verdict if d.verdict != "differs" else
                      None, "differing": d.differing, "mismatched": d.over,
                      "max_abs_diff": d.max_abs, "nonfinite": d.nonfinite}
-            if random:
-                layer["std"] = d.rms()
-                layer["std_ratio"] = d.rms() / g.expected_std
             g.layers.append(layer)
 
     # NaN / Inf first: nothing else is meaningful
@@ -387,7 +371,8 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
     first = min((d for d in diffs if d.first_over is not None), key=lambda d: d.first_over, default=None)
     region = next(d.region for d in diffs if d.region.kind == "normal")
     lo, hi = region.lo, max(d.region.hi for d in diffs if d.region.kind == "normal")
-    values = _take(_skip(candidate_chunks(), lo), hi - lo)
+    drawn = [d for d in diffs if d.region.kind == "normal"]
+    values = _second_pass(_take(_skip(candidate_chunks(), lo), hi - lo), drawn, lo)
     if hi - lo >= 3:
         check = check_normal(values, g.expected_std, fpr=fpr, name=spec.name,
                              quantization=None if dtype == "fp32" else _QUANT.get(dtype))
@@ -396,7 +381,17 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
         law_ok = check.passed
         law_reason = _distribution_reason(spec.name, cfg, check) if not check.passed else ""
     else:
+        for _ in values:
+            pass
         law_ok, law_reason = False, f"{spec.name}: {hi - lo} values, too few to test the law"
+    n = sum(d.numel - d.nonfinite for d in drawn)
+    if n:
+        g.mean = sum(d.sum_ for d in drawn) / n
+        g.std = math.sqrt(max(sum(d.sum_sq for d in drawn) / n - g.mean ** 2, 0.0))
+        g.std_ratio = g.std / g.expected_std
+    for x, d in zip(g.layers, [d for d in diffs if d.region.layer is not None]):
+        x["std"] = d.rms()
+        x["std_ratio"] = d.rms() / g.expected_std
     diff_text = mismatched_message(spec.name, shape, g.mismatched, numel, g.max_abs_diff, top.max_abs_at)
     if first is not None:
         diff_text += (f"; first at {_at(spec.name, shape, first.first_over)}: "
@@ -430,6 +425,23 @@ def _skip(chunks: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
             continue
         yield c[left:]
         left = 0
+
+
+def _second_pass(chunks: Iterator[np.ndarray], drawn: list[RegionDiff], lo: int) -> Iterator[np.ndarray]:
+    """Pass the chunks on (to check_normal) while summing x and x^2 per region, in float64."""
+    ri, pos = 0, lo
+    for c in chunks:
+        c = np.ravel(c)
+        while c.size:
+            while pos >= drawn[ri].region.hi:
+                ri += 1
+            part, c = c[:drawn[ri].region.hi - pos], c[drawn[ri].region.hi - pos:]
+            x = part.astype(np.float64)
+            x = x[np.isfinite(x)]
+            drawn[ri].sum_ += float(x.sum())
+            drawn[ri].sum_sq += float(np.vdot(x, x))
+            pos += part.size
+            yield part
 
 
 def _layer_verdicts(g: TensorGrade, fallback: str) -> TensorGrade:
