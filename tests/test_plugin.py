@@ -1,0 +1,39 @@
+"""The pytest plugin loads in every project where gpt2-verify is installed: it must not break a
+project that has packages of its own called `verify` or `reference`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def _project(root):
+    for pkg in ("verify", "reference"):
+        (root / pkg).mkdir()
+        (root / pkg / "__init__.py").write_text(f"OWNER = 'theirs-{pkg}'\n")
+    (root / "tests").mkdir()
+    (root / "tests" / "test_theirs.py").write_text(textwrap.dedent("""
+        import reference
+        import verify
+
+        def test_their_own_packages():
+            assert verify.OWNER == "theirs-verify"
+            assert reference.OWNER == "theirs-reference"
+    """))
+
+
+def test_project_with_its_own_verify_and_reference_packages(tmp_path):
+    _project(tmp_path)
+    # `python -m pytest` puts the project directory first on sys.path, where a plugin that
+    # imported `verify` at load time would pick up (or shadow) the project's package
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
+    # the plugin is loaded there: its fixture is listed
+    fixtures = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "--fixtures", "tests"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+    assert fixtures.returncode == 0, fixtures.stderr
+    assert "gpt2_reference" in fixtures.stdout

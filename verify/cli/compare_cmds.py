@@ -1,0 +1,80 @@
+"""`gpt2-verify compare`: grade any implementation's initialized weights against the reference."""
+
+from __future__ import annotations
+
+import os
+
+from reference.config import LLMC_VOCAB, ConfigError, GPTConfig, from_descriptor
+from reference.normal import PROFILES
+
+from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from .common import check_seed, emit_json
+
+
+def _against(args, heads: int | None):
+    """None (the file's own config), a GPTConfig, or another model file."""
+    custom = [args.layers, args.channels, args.heads]
+    if args.against and any(v is not None for v in custom):
+        raise InputError(None, "give either --against or --layers/--channels/--heads, not both")
+    if args.against:
+        if os.path.exists(args.against):
+            from ..formats.model import open_model
+            return open_model(args.against, heads=heads)
+        try:
+            return from_descriptor(args.against)
+        except ConfigError as e:
+            raise InputError(None, f"--against {args.against}: not a file, and {e}") from None
+    if any(v is not None for v in custom):
+        if any(v is None for v in custom):
+            raise InputError(None, "a custom --against config needs all of --layers, --channels, --heads")
+        return GPTConfig(args.layers, args.channels, args.heads, args.vocab or LLMC_VOCAB,
+                         args.padded_vocab, args.max_seq_len or 1024)
+    return None
+
+
+def cmd_compare(args) -> int:
+    from ..compare import compare
+    from ..formats.model import open_model
+
+    check_seed(args.seed)
+    if not 0 < args.fpr <= 0.5:
+        raise InputError(None, f"--fpr {args.fpr}: use a false-positive rate in (0, 0.5], e.g. 1e-9")
+    against = _against(args, args.heads)
+    heads = against.heads if isinstance(against, GPTConfig) else args.heads
+    with open_model(args.file, fmt=args.format, layout=args.layout, heads=heads) as model:
+        report = compare(model, against=against, seed=args.seed, profile=args.profile,
+                         fpr=args.fpr, require=args.require)
+        if args.json:
+            emit_json(args.json, report.to_dict())
+        if args.json != "-":
+            print(report.render())
+    return EXIT_OK if report.passed() else EXIT_CHECK_FAILED
+
+
+def register(sub) -> None:
+    q = sub.add_parser("compare", help="grade a model file's init against the reference: exact, close, "
+                                       "distribution or mismatch, per tensor, with the cause")
+    q.add_argument("file", help="llm.c checkpoint, PyTorch state dict (.pt/.pth/.bin), .safetensors, "
+                                "Hugging Face model directory, or .npz")
+    q.add_argument("--against", metavar="DESCRIPTOR|FILE",
+                   help="grade against this descriptor's reference init (e.g. d12), or against another "
+                        "model file (no regeneration); default: the config inferred from FILE")
+    q.add_argument("--layers", type=int, help="custom --against config: L")
+    q.add_argument("--channels", type=int, help="custom --against config: C")
+    q.add_argument("--heads", type=int, help="heads NH (custom --against config, or when FILE cannot tell)")
+    q.add_argument("--vocab", type=int, help="custom --against config: V (50257)")
+    q.add_argument("--max-seq-len", type=int, help="custom --against config: maxT (1024)")
+    q.add_argument("--padded-vocab", type=int, help="custom --against config: Vp (V rounded up to 128)")
+    q.add_argument("--seed", type=int, default=42, help="the reference's mt19937 seed (42, llm.c's)")
+    q.add_argument("--profile", choices=PROFILES, default="llmc",
+                   help="llmc: llm.c's C init; torch: PyTorch's CPU normal_ (train_gpt2.py)")
+    q.add_argument("--format", choices=("llmc", "torch", "safetensors", "npz"),
+                   help="override the format detected from the magic and suffix")
+    q.add_argument("--layout", choices=("llmc", "nanogpt", "hf"),
+                   help="override the layout detected from the tensor names")
+    q.add_argument("--require", choices=("exact", "close", "distribution"), default="close",
+                   help="the verdict needed to exit 0 (default close)")
+    q.add_argument("--fpr", type=float, default=1e-9,
+                   help="false-positive rate of all distribution checks together (1e-9)")
+    q.add_argument("--json", metavar="PATH", help="write the report as JSON ('-': stdout, JSON only)")
+    q.set_defaults(func=cmd_compare)
