@@ -9,6 +9,9 @@ the same run, and prints ratios against the torch baselines:
   B  torch: one Generator, normal_ over the same number of values, written to a file
   C  torch: a train_gpt2.py-style GPT module built (nn.Linear/Embedding init + normal_ re-init)
   D  gpt2-verify checksum d48                   (streamed, no file: peak RSS must stay < 1 GB)
+  E  gpt2-verify compare FILE                   (A's checkpoint graded against the reference:
+                                                 wall <= 1.5x A, peak RSS <= 1.0x the file)
+  F  gpt2-verify compare d48 FILE               (--compare-d48: bounded memory on a 6 GB file)
 Not a test: figures depend on the machine; compare only ratios from the same run.
 """
 
@@ -82,6 +85,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per process (best is kept)")
     ap.add_argument("--skip-d48", action="store_true")
     ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--compare-d48", action="store_true",
+                    help="also write a d48 checkpoint (6.2 GB) and time comparing it")
     args = ap.parse_args()
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -116,18 +121,29 @@ def main() -> None:
                 res = measure(cmd, env)
                 best = res if best is None or res[0] < best[0] else best
             rows.append((label, *best))
+        best = None
+        for _ in range(args.repeat):  # out holds A's checkpoint of args.model
+            res = measure(cli + ["compare", out, "--require", "exact"])
+            best = res if best is None or res[0] < best[0] else best
+        rows.append(("E  gpt2-verify compare (exact file)", *best))
         if not args.skip_d48:
             rows.append(("D  gpt2-verify checksum d48", *measure(cli + ["checksum", "d48"])))
+        if args.compare_d48:
+            big = os.path.join(tmp, "d48.bin")
+            subprocess.run(cli + ["init", "d48", "-o", big], check=True, stdout=subprocess.DEVNULL)
+            rows.append(("F  gpt2-verify compare d48 (exact file)",
+                         *measure(cli + ["compare", big, "--require", "exact"])))
+            os.unlink(big)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     base = dict((r[0][:2].strip(), r) for r in rows)
     print(f"model {args.model}: {n:,} params, checkpoint {ckpt_mib:,.0f} MiB; "
           f"best of {args.repeat} (cold: 1)")
-    print(f"{'process':<40} {'wall s':>7} {'peak RSS MiB':>13} {'wall/B':>7} {'wall/C':>7} "
-          f"{'RSS/ckpt':>9}")
+    print(f"{'process':<40} {'wall s':>7} {'peak RSS MiB':>13} {'wall/A':>7} {'wall/B':>7} "
+          f"{'wall/C':>7} {'RSS/ckpt':>9}")
     for label, wall, rss in rows:
-        print(f"{label:<40} {wall:7.2f} {rss:13.0f} {wall / base['B'][1]:7.2f} "
+        print(f"{label:<40} {wall:7.2f} {rss:13.0f} {wall / base['A'][1]:7.2f} {wall / base['B'][1]:7.2f} "
               f"{wall / base['C'][1]:7.2f} {rss / ckpt_mib:9.2f}")
 
 

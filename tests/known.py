@@ -29,7 +29,7 @@ LLMC_SHA256 = {
 }
 LLMC_DESCRIPTOR_SHA256 = {
     "d6": "f425eb65e8956db76c56478326c69d97134e09aea4cc5ffc7056cc98fc981351",
-    "d12": "ed8f81a257c3797ef0ad29560f4c354dd2ec8723efc8ff56f835aa19357689a8",  # issue #2
+    "d12": "ed8f81a257c3797ef0ad29560f4c354dd2ec8723efc8ff56f835aa19357689a8",
     "gpt3:c768": "ac04cec302eaf8e1a8468f4d2f6e912190a40d4d5dbabcf6fa1f278f4686797d",
 }
 # too big to regenerate in the default run: checked here against the golden records (which
