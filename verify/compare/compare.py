@@ -109,6 +109,8 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float
     name = spec.name
     source = list(model.sources.get(name, []))
     dtype = model.dtypes.get(name, model.dtype)
+    if name in model.unusable:
+        return TensorGrade(name, spec.shape, dtype, source, "mismatch", model.unusable[name]), None
     if name not in model.sources:
         return TensorGrade(name, spec.shape, dtype, source, "mismatch",
                            f"{name}: missing from the file"), None
