@@ -119,6 +119,8 @@ class Mapped:
             return "llmc"
         qkv = keys.get("transformer.h.0.attn.c_attn.weight")
         wte = keys.get("transformer.wte.weight")
+        if qkv is not None and wte is None:
+            raise InputError(self.source, "cannot infer the config: wte is missing (transformer.wte.weight)")
         if qkv is None or wte is None:
             if names & set(keys):
                 return "llmc"
@@ -191,6 +193,13 @@ class Mapped:
         if config is not None:
             return config, False
         V, Vp = rows, None
+        if self.layout == "llmc" and rows > 1:
+            # llm.c files pad wte to Vp rows with zeros: V is where the trailing zero rows start
+            # (a drawn row is never all zero; with non-zero padding V = Vp and wte's grade shows it)
+            a = to_f32(self.pieces["wte"][0][1])
+            nonzero = np.flatnonzero(np.any(a != 0, axis=1))
+            if nonzero.size and nonzero[-1] + 1 < rows:
+                V, Vp = int(nonzero[-1]) + 1, rows
         if json_config:
             want = {"n_layer": L, "n_embd": C, "vocab_size": rows, "n_positions": T}
             for k, v in want.items():
@@ -221,7 +230,9 @@ class Mapped:
                     self._bad(spec.name, f"{spec.name} has shape {got}, expected {want}")
                 continue
             want = spec.shape[1:] if spec.per_layer else spec.shape
-            if spec.name == "wte":
+            if spec.name == "wte" and tuple(pieces[0][1].shape) == (cfg.padded_vocab, cfg.channels):
+                want = (cfg.padded_vocab, cfg.channels)  # padded like llm.c (nanoGPT's 50304)
+            elif spec.name == "wte":
                 want = (cfg.vocab, cfg.channels)
             for i, (key, t) in enumerate(pieces):
                 got = tuple(t.shape)
