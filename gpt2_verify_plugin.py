@@ -6,6 +6,14 @@
 
 The reference is computed once per (config, seed, profile) and session.
 
+    def test_my_init_on_any_config(gpt2_fuzz):
+        gpt2_fuzz(my_module.init, examples=20, require="close")   # fn(config, seed) -> {name: array}
+        gpt2_fuzz(cmd="./my_init -L {L} -C {C} -H {NH} -V {V} -T {T} --seed {seed} -o {out}")
+
+gpt2_fuzz runs `gpt2-verify fuzz`'s property (verify.compare.fuzz) inside your test: Hypothesis
+draws configs and seeds, your initializer fills each, the comparator grades it, and a failure
+is shrunk to the smallest config and raised as an AssertionError with the full report.
+
 pytest loads this module in every project where gpt2-verify is installed, so it has a name of
 its own and imports nothing of gpt2-verify (whose packages are called `reference` and
 `verify`, names other projects use too) until a fixture is used: a project with its own
@@ -32,3 +40,21 @@ def gpt2_reference():
         return cache[key]
 
     return get
+
+
+@pytest.fixture
+def gpt2_fuzz():
+    def run(function=None, *, cmd: str | None = None, adapter: str | None = None, examples: int = 25,
+            max_params: int = 200_000, require: str = "close", profile: str = "llmc",
+            timeout: float = 60.0, **config_kwargs):
+        from verify.compare.candidate import Candidate
+        from verify.compare.fuzz import fuzz
+
+        candidate = Candidate(cmd=cmd, adapter=adapter, function=function, timeout=timeout)
+        result = fuzz(candidate, examples=examples, max_params=max_params, require=require,
+                      profile=profile, config_kwargs=config_kwargs or None, progress=False)
+        if result.failure is not None:
+            raise AssertionError(result.render())
+        return result
+
+    return run

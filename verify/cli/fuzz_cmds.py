@@ -1,0 +1,55 @@
+"""`gpt2-verify fuzz`: drive any initializer through Hypothesis-drawn configs (schema in
+verify.compare.fuzz)."""
+
+from __future__ import annotations
+
+from reference.normal import PROFILES
+
+from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from .common import emit_json
+
+
+def cmd_fuzz(args) -> int:
+    from ..compare.candidate import Candidate
+    from ..compare.fuzz import fuzz
+
+    if (args.cmd is None) == (args.adapter is None):
+        raise InputError(None, "give exactly one of --cmd TEMPLATE or --adapter module:function")
+    if args.examples < 1:
+        raise InputError(None, f"--examples {args.examples}: must be at least 1")
+    if args.max_params < 100:
+        raise InputError(None, f"--max-params {args.max_params}: must be at least 100")
+    if not args.timeout > 0:
+        raise InputError(None, f"--timeout {args.timeout}: must be positive (seconds)")
+    from hypothesis.errors import InvalidArgument
+
+    candidate = Candidate(cmd=args.cmd, adapter=args.adapter, timeout=args.timeout)
+    try:
+        result = fuzz(candidate, examples=args.examples, max_params=args.max_params, require=args.require,
+                      profile=args.profile)
+    except InvalidArgument as e:
+        raise InputError(None, f"fuzz: {' '.join(str(e).split())}") from None
+    if args.json:
+        emit_json(args.json, result.to_dict())
+    if args.json != "-":
+        print(result.render())
+    return EXIT_CHECK_FAILED if result.failure else EXIT_OK
+
+
+def register(sub) -> None:
+    q = sub.add_parser("fuzz", help="run an initializer over Hypothesis-drawn configs and seeds, grade "
+                                    "each output, shrink a failure to the smallest config")
+    q.add_argument("--cmd", metavar="TEMPLATE",
+                   help="command for any language with placeholders {L} {C} {NH} {V} {Vp} {T} {seed} "
+                        "{out}; it writes a weights file (any supported format) at {out}")
+    q.add_argument("--adapter", metavar="MODULE:FUNCTION",
+                   help="Python function(config, seed) -> {name: array} (llm.c names or state-dict keys)")
+    q.add_argument("--examples", type=int, default=50, help="configs to try (50)")
+    q.add_argument("--max-params", type=int, default=200_000,
+                   help="largest model drawn, in parameters (200,000)")
+    q.add_argument("--require", choices=("exact", "close", "distribution"), default="close",
+                   help="the grade every example must reach (close)")
+    q.add_argument("--profile", choices=PROFILES, default="llmc", help="the reference profile (llmc)")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds per candidate run (60)")
+    q.add_argument("--json", metavar="PATH", help="write the result as JSON ('-': stdout, JSON only)")
+    q.set_defaults(func=cmd_fuzz)
