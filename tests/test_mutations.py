@@ -1,8 +1,5 @@
-"""Mutation tests: deliberately broken initializers must fail the property checks, and the
-failure must name the broken tensor.
-
-`run_properties` is the property runner (constants, per-tensor distribution, exact comparison
-with the reference init). The broken initializers either edit the reference tensors directly
+"""Mutation tests: deliberately broken initializers must fail the comparator (verify.compare),
+and the report must name the broken tensor. The broken initializers either edit the reference tensors directly
 (transpose, non-zero bias, ...) or re-draw from the mt19937 stream with a small llm.c-style
 loop (`draw_init`) that has switches for the real bugs: missing residual scaling, wte drawn
 over Vp rows, nanoGPT's c_proj redraw and tied lm_head redraw, wrong draw order.
@@ -21,87 +18,23 @@ import pytest
 
 from reference.config import LAYER_WEIGHTS, GPTConfig, parameter_table
 from reference.config import ONES_TENSORS as ONES
-from reference.config import RANDOM_TENSORS as RANDOM
 from reference.config import RESIDUAL_TENSORS as RESIDUAL
-from reference.config import ZERO_TENSORS as ZEROS
 from reference.init import init_std, init_tensors
 from reference.mt19937 import MT19937
 from reference.normal import normal_array
 from tests.known import FAMILY_FPR, SEED, SMALL
-from verify.stats import bonferroni, check_constant, check_normal
+from verify.compare import compare
+from verify.formats.model import model_from_mapping
 
 CFG = SMALL  # ~20 ms to init
 
 
-# ---- the property runner ----------------------------------------------------------------------
+# ---- grading through the package (verify.compare) ---------------------------------------------
 
-def _expected_std(cfg: GPTConfig, name: str) -> float:
-    return 0.02 / math.sqrt(2 * cfg.layers) if name in RESIDUAL else 0.02
-
-
-def run_properties(cfg: GPTConfig, tensors: dict[str, np.ndarray], seed: int = SEED,
-                   profile: str = "llmc", *, family_fpr: float = FAMILY_FPR) -> list[str]:
-    """Every property failure of `tensors` (name -> array in llm.c's checkpoint shapes), one
-    line each, prefixed "constant:", "distribution:" or "exact:", each naming its tensor.
-
-    * constant: ln*w exactly 1, biases exactly 0, wte rows V..Vp-1 exactly 0;
-    * distribution: each random tensor (wte over its V drawn rows) N(0, 0.02), attprojw and
-      fcprojw N(0, 0.02/sqrt(2L)); family-wise fpr split over the tensors checked;
-    * exact: bit-identical to the reference init for (cfg, seed, profile); names the first
-      differing tensor in checkpoint order, where and by how much, and the others that differ.
-    """
-    failures: list[str] = []
-    specs = parameter_table(cfg)
-    shapes = {s.name: s.shape for s in specs}
-    for name, spec_shape in shapes.items():
-        got = np.shape(tensors.get(name))
-        if got != spec_shape:
-            failures.append(f"shape: {name} has shape {got}, expected {spec_shape}")
-    if failures:
-        return failures
-
-    for name in ONES:
-        r = check_constant(tensors[name], 1.0, name=name)
-        if not r.passed:
-            failures.append(f"constant: {r.reason}")
-    for name in ZEROS:
-        r = check_constant(tensors[name], 0.0, name=name)
-        if not r.passed:
-            failures.append(f"constant: {r.reason}")
-    if cfg.padded_vocab > cfg.vocab:
-        r = check_constant(tensors["wte"][cfg.vocab:], 0.0, name="wte (padded rows)")
-        if not r.passed:
-            failures.append(f"constant: {r.reason}")
-
-    def drawn(name):
-        return tensors[name][: cfg.vocab] if name == "wte" else tensors[name]
-
-    checked = [n for n in RANDOM if drawn(n).size >= 3]
-    if checked:
-        fpr = bonferroni(family_fpr, len(checked))
-        for name in checked:
-            r = check_normal(drawn(name), _expected_std(cfg, name), fpr=fpr, name=name)
-            if not r.passed:
-                failures.append(f"distribution: {r.reason}")
-
-    reference = init_tensors(cfg, seed, profile)
-    differing = []
-    for spec in specs:
-        a = np.ascontiguousarray(tensors[spec.name], dtype=np.float32)
-        b = reference[spec.name]
-        bad = a.view(np.uint32) != b.view(np.uint32)
-        if bad.any():
-            differing.append((spec.name, bad, a, b))
-    if differing:
-        name, bad, a, b = differing[0]
-        where = np.unravel_index(int(np.argmax(bad)), bad.shape)
-        at = ", ".join(str(int(i)) for i in where)
-        others = ", ".join(d[0] for d in differing[1:]) or "none"
-        failures.append(
-            f"exact: {name} differs from the reference init (seed {seed}, {profile}) in "
-            f"{int(bad.sum())} of {bad.size} values, first at {name}[{at}]: "
-            f"{float(a[where]):.6g} vs {float(b[where]):.6g}; other tensors differing: {others}")
-    return failures
+def grade(cfg: GPTConfig, tensors: dict[str, np.ndarray], seed: int = SEED, profile: str = "llmc"):
+    """The comparator's report for `tensors` (name -> array in llm.c's checkpoint shapes)."""
+    return compare(model_from_mapping(tensors, source="<mutation>", config=cfg), against=cfg, seed=seed,
+                   profile=profile, fpr=FAMILY_FPR)
 
 
 # ---- a small llm.c-style initializer with bug switches -----------------------------------------
@@ -245,7 +178,7 @@ MUTATIONS = [
     (cproj_drawn_twice, "exact", ("attprojw",), True),
     (tied_lm_head_redraw, "exact", ("wte",), True),
     (wpe_before_wte, "exact", ("wte",), True),
-    (checkpoint_order, "exact", ("qkvw",), True),
+    (checkpoint_order, "exact", ("attprojw", "qkvw"), True),
     (transposed("attprojw"), "exact", ("attprojw",), True),
     (transposed("qkvw"), "exact", ("qkvw",), True),
 ]
@@ -272,8 +205,12 @@ def test_draw_init_without_bugs_is_the_reference(profile, references):
 
 @pytest.mark.parametrize("profile", ["llmc", "torch"])
 @pytest.mark.parametrize("seed", [0, SEED, 1337, 2**32 - 1])
-def test_reference_passes_every_property(profile, seed):
-    assert run_properties(CFG, init_tensors(CFG, seed, profile), seed, profile) == []
+def test_reference_is_exact(profile, seed):
+    assert grade(CFG, init_tensors(CFG, seed, profile), seed, profile).verdict == "exact"
+
+
+# what each kind of failure looks like in the report
+KIND_TEXT = {"constant": "must", "distribution": "expected"}
 
 
 @pytest.mark.parametrize("profile", ["llmc", "torch"])
@@ -281,26 +218,32 @@ def test_reference_passes_every_property(profile, seed):
                          ids=[m[0].__name__ for m in MUTATIONS])
 def test_mutation_is_caught(mutation, kind, names, distribution_blind, profile, references):
     broken = mutation(CFG, references(profile), SEED, profile)
-    failures = run_properties(CFG, broken, SEED, profile)
-    assert failures, f"{mutation.__name__} passed every property"
-    of_kind = [f for f in failures if f.startswith(f"{kind}:")]
-    assert of_kind, f"{mutation.__name__}: no {kind} failure in {failures}"
-    if kind == "exact":  # the first differing tensor is the broken one
-        assert of_kind[0].startswith(f"exact: {names[0]} differs"), of_kind
+    report = grade(CFG, broken, SEED, profile)
+    assert not report.passed("close"), f"{mutation.__name__} graded {report.verdict}"
+    graded = {t.name: t for t in report.tensors}
     for name in names:
-        assert any(f"{kind}: {name}" in f for f in of_kind), (name, of_kind)
+        t = graded[name]
+        assert t.verdict not in ("exact", "close"), (name, t.verdict)
+        if kind in KIND_TEXT:
+            assert t.verdict == "mismatch" and KIND_TEXT[kind] in t.reason, (name, t.reason)
+    if kind == "exact":  # the first slice in draw order that differs is in the broken tensor
+        assert report.first_divergence["tensor"] in names, report.first_divergence
     if distribution_blind:
-        # every tensor is still N(0, std): only the stream comparison can catch this bug
-        assert not [f for f in failures if f.startswith("distribution:")], failures
+        # every tensor is still N(0, std): only the stream comparison can catch this bug, and
+        # the distribution check alone passes it
+        assert {t.verdict for t in report.tensors} <= {"exact", "close", "distribution"}
+        assert all(graded[n].verdict == "distribution" for n in names)
+        assert report.causes, "the stream diagnosis names a cause"
 
 
-def test_failure_messages_are_one_line():
+def test_report_lines_are_one_line_each():
     broken = transposed("attprojw")(CFG, init_tensors(CFG, SEED), SEED, "llmc")
     broken["lnfb"][3] = 1.0
     broken["fcprojw"] *= 2
-    failures = run_properties(CFG, broken, SEED, "llmc")
-    assert [f.split(":")[0] for f in failures] == ["constant", "distribution", "exact"]
-    assert all("\n" not in f for f in failures)
-    assert "lnfb" in failures[0] and "fcprojw" in failures[1]
-    assert failures[2].startswith("exact: attprojw differs")
-    assert failures[2].endswith("other tensors differing: fcprojw, lnfb")
+    report = grade(CFG, broken)
+    bad = {t.name: t for t in report.tensors if t.verdict not in ("exact", "close")}
+    assert set(bad) == {"attprojw", "fcprojw", "lnfb"}
+    assert bad["lnfb"].verdict == "mismatch" and "lnfb[3] = 1" in bad["lnfb"].reason
+    assert bad["fcprojw"].verdict == "mismatch" and "2x expected" in bad["fcprojw"].reason
+    assert bad["attprojw"].verdict == "distribution" and "transposed" in bad["attprojw"].cause
+    assert all("\n" not in t.reason for t in report.tensors)
