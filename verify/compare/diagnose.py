@@ -353,9 +353,9 @@ def _explain(cfg, key, loc, by_key, by_start, end, calls, seed, horizon) -> Slic
     label = slice_label(*key)
     if loc is None:
         return SliceDiagnosis(key, f"{label}: values not found in the first {horizon:,} draws of "
-                                   f"mt19937 seed {seed} nor near the start of seeds "
-                                   f"{', '.join(map(str, COMMON_SEEDS))}: another generator, or the "
-                                   f"values were transformed after drawing")
+                                   f"mt19937 seed {seed} nor at the start of {len(COMMON_SEEDS) - 1} "
+                                   f"other common seeds: another generator, or the values were "
+                                   f"transformed after drawing")
     note = _std_note(cfg, key[0], loc.std)
     if loc.seed != seed:
         text = f"{label} comes from mt19937 seed {loc.seed}'s stream, not seed {seed}'s"

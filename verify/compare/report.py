@@ -117,7 +117,7 @@ class Report:
         reasons = [t for t in self.tensors if t.verdict in ("distribution", "mismatch")]
         if reasons:
             lines.append("")
-            lines += [f"{t.name}: {t.reason}" for t in reasons]
+            lines += [t.reason for t in reasons]
         if self.causes:
             lines.append("")
             lines.append("stream diagnosis:")
@@ -149,16 +149,36 @@ def _figures(t: TensorGrade) -> str:
 
 
 def _grouped(causes: list[dict]) -> list[dict]:
-    """Per-layer causes that say the same thing for consecutive layers, folded into one line."""
-    out: list[dict] = []
+    """Causes that say the same thing for several slices, folded into one line naming them all
+    ("qkvw layers 0-11, fcw layers 0-11: values not found ...")."""
+    groups: dict[str, list[dict]] = {}
     for c in causes:
+        label = c["tensor"] if c["layer"] is None else f"{c['tensor']} of layer {c['layer']}"
         text = c["cause"]
-        layer = c["layer"]
-        generic = text.replace(f" of layer {layer}", " of layer {i}") if layer is not None else text
-        if out and out[-1].get("_generic") == generic and out[-1]["tensor"] == c["tensor"]:
-            out[-1]["_layers"].append(layer)
-            ls = out[-1]["_layers"]
-            out[-1]["cause"] = generic.replace("of layer {i}", f"of layers {ls[0]}-{ls[-1]}")
+        rest = text[len(label):] if text.startswith(label) else ": " + text
+        groups.setdefault(rest, []).append(c)
+    out = []
+    for rest, cs in groups.items():
+        if len(cs) == 1:
+            out.append(cs[0])
             continue
-        out.append({**c, "_generic": generic, "_layers": [layer]})
+        by_tensor: dict[str, list] = {}
+        for c in cs:
+            by_tensor.setdefault(c["tensor"], []).append(c["layer"])
+        names = []
+        for tensor, layers in by_tensor.items():
+            layers = [x for x in layers if x is not None]
+            names.append(tensor if not layers else f"{tensor} of layer {layers[0]}" if len(layers) == 1
+                         else f"{tensor} of layers {_ranges(layers)}")
+        out.append({**cs[0], "cause": ", ".join(names) + rest})
     return out
+
+
+def _ranges(xs: list[int]) -> str:
+    xs = sorted(xs)
+    parts, start = [], xs[0]
+    for a, b in zip(xs, xs[1:] + [None]):
+        if b != a + 1:
+            parts.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(parts)
