@@ -103,7 +103,8 @@ def main() -> None:
         subprocess.run(cli + ["init", "d6", "-o", out], check=True, stdout=subprocess.DEVNULL)
         runs = {
             "A  gpt2-verify init (warm tables)": (cli + ["init", args.model, "-o", out], None),
-            "B  torch normal_ + write": ([sys.executable, "-c", TORCH_NORMAL, str(n), out], None),
+            "B  torch normal_ + write": ([sys.executable, "-c", TORCH_NORMAL, str(n),
+                                         os.path.join(tmp, "torch.raw")], None),
             "C  torch train_gpt2.py-style GPT()": (
                 [sys.executable, "-c", TORCH_MODEL, str(cfg.layers), str(cfg.channels),
                  str(cfg.heads), str(cfg.vocab), str(cfg.max_seq_len)], None),

@@ -83,6 +83,11 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
     total = sum(s.numel for s in specs)
     with Progress(total, "compare", enabled=progress) as bar:
         for spec in specs:
+            if file_mode and spec.name not in against.sources:
+                report.tensors.append(TensorGrade(spec.name, spec.shape, candidate.dtype, [], "mismatch",
+                                                  f"{spec.name}: missing from the --against file"))
+                bar.update(spec.numel)
+                continue
             if file_mode:
                 ref_chunks = against.iter_chunks(spec.name, CHUNK)
             else:
@@ -114,7 +119,7 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float
     if name not in model.sources:
         return TensorGrade(name, spec.shape, dtype, source, "mismatch",
                            f"{name}: missing from the file"), None
-    shape = tuple(model.tensor(name).shape)
+    shape = tuple(model.shape(name))
     rows = shape[0] if name == "wte" and len(shape) == 2 else None
     if name == "wte" and rows not in (cfg.vocab, cfg.padded_vocab):
         rows = None

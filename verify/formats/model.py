@@ -59,6 +59,10 @@ class ModelFile:
         """float32, llm.c orientation, all layers stacked (wte: (wte_rows, C))."""
         return self._backend.tensor(name)
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """tensor(name).shape, without reading the values."""
+        return self._backend.shape(name)
+
     def iter_chunks(self, name: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
         """float32 flat chunks of tensor(name) in row-major order, bounded memory."""
         return self._backend.iter_chunks(name, chunk)
@@ -105,6 +109,9 @@ class _Checkpoint:
         s = self.specs[name]
         return self._read(s.offset, s.numel).reshape(s.shape)
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.specs[name].shape
+
     def lm_head_tensor(self):
         return None
 
@@ -126,6 +133,9 @@ class _MappedBackend:
 
     def tensor(self, name):
         return self.m.tensor(name)
+
+    def shape(self, name):
+        return self.m.shape(name)
 
     def iter_chunks(self, name, chunk):
         return self.m.iter_chunks(name, chunk)

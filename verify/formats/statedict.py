@@ -263,6 +263,17 @@ class Mapped:
             return self._layer_array(name, 0)
         return np.stack([self._layer_array(name, i) for i in range(len(self.pieces[name]))])
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name not in self.pieces or name in self.unusable:
+            raise KeyError(name)
+        pieces = self.pieces[name]
+        one = tuple(pieces[0][1].shape)
+        if ((name, 0) in self._transposed) != transposed_in(name, self.layout):
+            one = tuple(reversed(one)) if len(one) == 2 else one
+        if self.layout == "llmc" or not _per_layer(name):
+            return one
+        return (len(pieces), *one)
+
     def iter_chunks(self, name: str, chunk: int) -> Iterator[np.ndarray]:
         for i in range(len(self.pieces[name])):
             flat = self._layer_array(name, i).reshape(-1)
