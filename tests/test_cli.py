@@ -90,6 +90,9 @@ def test_stats_table_and_json(tmp_path, capsys):
     assert abs(data["tensors"]["fcw"]["std"] - 0.02) < 1e-4
     assert abs(data["tensors"]["fcprojw"]["std"] - 0.01) < 1e-4  # 0.02/sqrt(2*2)
 
+    code, stdout, _ = run(capsys, "stats", str(out), "--json", "-")
+    assert code == 0 and json.loads(stdout)["config"]["layers"] == 2  # stdout is the JSON alone
+
 
 def test_stats_bad_files_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.bin"
