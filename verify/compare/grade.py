@@ -126,22 +126,19 @@ def _round_to(ref: np.ndarray, dtype: str) -> np.ndarray:
 def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray], cuts: list[int]
              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(offset, a_piece, b_piece) of equal length, split at every position in `cuts`."""
+    a = (np.ravel(x) for x in a)
+    b = (np.ravel(x) for x in b)
     abuf = bbuf = np.empty(0, np.float32)
     pos, ci = 0, 0
     cuts = sorted(set(cuts))
     while True:
-        if abuf.size == 0:
-            abuf = next(a, None)
-            if abuf is None:
-                return
-            abuf = np.ravel(abuf)
-            continue
-        if bbuf.size == 0:
-            bbuf = next(b, None)
-            if bbuf is None:
-                return
-            bbuf = np.ravel(bbuf)
-            continue
+        # refill whichever side ran dry; either stream ending ends the pairing
+        abuf = next(a, None) if abuf.size == 0 else abuf
+        bbuf = next(b, None) if bbuf.size == 0 else bbuf
+        if abuf is None or bbuf is None:
+            return
+        if abuf.size == 0 or bbuf.size == 0:
+            continue  # an empty chunk
         while ci < len(cuts) and cuts[ci] <= pos:
             ci += 1
         n = min(abuf.size, bbuf.size, (cuts[ci] - pos) if ci < len(cuts) else abuf.size)
