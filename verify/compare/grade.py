@@ -109,10 +109,11 @@ class RegionDiff:
         return math.sqrt(self.sum_sq / n) if n else math.nan
 
 
-def _ordered(bits: np.ndarray) -> np.ndarray:
-    """float32 bit patterns -> integers in the order of the floats (ulp distance = difference)."""
-    b = bits.astype(np.int64)
-    return np.where(b & 0x80000000, 0x80000000 - b, b)
+def _ulps(delta: np.ndarray, ref: np.ndarray, std: float) -> np.ndarray:
+    """|diff| in float32 ulps at the larger of |reference| and the std: near zero the float
+    spacing shrinks without bound, so a plain ulp distance there says nothing about the math."""
+    scale = np.maximum(np.abs(ref.astype(np.float32)), np.float32(std))
+    return delta / np.spacing(scale).astype(np.float64)
 
 
 def _round_to(ref: np.ndarray, dtype: str) -> np.ndarray:
@@ -196,8 +197,7 @@ def diff_tensor(candidate: Iterator[np.ndarray], reference: Iterator[np.ndarray]
         k = int(np.argmax(delta))
         if delta[k] > d.max_abs or d.max_abs_at is None:
             d.max_abs, d.max_abs_at = float(delta[k]), pos + int(idx[k])
-        ulps = np.abs(_ordered(cv.view(np.uint32)) - _ordered(wv.view(np.uint32)))
-        d.max_ulps = max(d.max_ulps, int(ulps.max()))
+        d.max_ulps = max(d.max_ulps, int(np.ceil(_ulps(delta, rv, std).max())))
         over = delta > close_bound(rv, std, dtype) if d.region.kind == "normal" else ~negzero
         if over.any():
             j = int(np.argmax(over))

@@ -20,7 +20,8 @@ JSON (every key always present; null where it does not apply):
         shape, dtype  as found (llm.c orientation)
         verdict, reason
         numel, differing (not bit-identical), mismatched (outside the close bound; constants:
-        differing), max_abs_diff, max_abs_diff_index, max_ulps, nonfinite, mean, std,
+        differing), max_abs_diff, max_abs_diff_index, max_ulps (float32 ulps at the larger of
+        |reference| and the tensor's std, rounded up), nonfinite, mean, std,
         expected_std, std_ratio (random tensors), distribution (check_normal figures when it ran),
         first_divergence {"index", "candidate", "reference"} when not exact/close,
         cause (stream diagnosis, when the values are not from the reference's stream position),
