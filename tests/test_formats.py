@@ -123,7 +123,7 @@ def test_hugging_face_directory(tmp_path):
                                                               n_positions=8))
     hf.save_pretrained(tmp_path / "hf")
     model = open_model(tmp_path / "hf")
-    assert model.layout == "hf" and model.lm_head in ("absent", "tied") and not model.heads_assumed
+    assert model.layout == "hf" and model.lm_head == "tied" and not model.heads_assumed
     assert (model.config.layers, model.config.channels, model.config.heads, model.config.vocab,
             model.config.max_seq_len) == (2, 16, 2, 100, 8)
     assert not model.missing and not model.extra, (model.missing, model.extra)
@@ -216,10 +216,38 @@ def _bad(tmp_path, kind):
         path = tmp_path / "m.pt"
         torch.save({"encoder.layer.0.weight": torch.zeros(2)}, path)
         return path, "no GPT-2 tensors"
+
+
+    if kind == "layer-gap":
+        sd = {k.replace(".h.1.", ".h.3."): v for k, v in state_dict().items()}
+        path = tmp_path / "m.pt"
+        torch.save(sd, path)
+        return path, "layer index gap"
+    if kind == "complex-tensor":
+        sd = state_dict()
+        sd["transformer.h.0.ln_1.weight"] = torch.zeros(16, dtype=torch.complex64)
+        path = tmp_path / "m.pt"
+        torch.save(sd, path)
+        return path, "complex64"
+    if kind == "truncated-legacy":
+        path = tmp_path / "m.pt"
+        torch.save(state_dict(), path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:3000])
+        return path, "not a readable PyTorch file"
+    if kind == "hf-dir-lying-config":
+        from safetensors.torch import save_file
+        (tmp_path / "hf").mkdir()
+        save_file(state_dict(layout="hf"), tmp_path / "hf" / "model.safetensors")
+        (tmp_path / "hf" / "config.json").write_text(json.dumps({"n_embd": 32, "n_layer": 2}))
+        return tmp_path / "hf", "n_embd=32 but the tensors say 16"
+    if kind == "hf-dir-empty":
+        (tmp_path / "hf").mkdir()
+        return tmp_path / "hf", "without model.safetensors or pytorch_model.bin"
     raise AssertionError(kind)
 
 
-BAD = ["huge-header", "invalid-json", "unknown-dtype", "out-of-range", "overlap", "wrong-size", "npz-object",
+BAD = ["layer-gap", "complex-tensor", "truncated-legacy", "hf-dir-lying-config", "hf-dir-empty",
+       "huge-header", "invalid-json", "unknown-dtype", "out-of-range", "overlap", "wrong-size", "npz-object",
        "truncated-zip", "malicious-pickle", "missing-tensor", "int-tensor", "not-a-model", "other-llmc-file",
        "no-gpt2-keys"]
 
@@ -256,3 +284,78 @@ def test_zip_is_npz_or_torch(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("wte.npy", b"")
     assert detect_format(path) == "npz"
+
+
+def test_hostile_header_fails_fast_without_allocating(tmp_path):
+    import time
+    import tracemalloc
+    path = _safetensors(tmp_path, b"{}" + b" " * 100, length=2**60)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="header length"):
+        open_model(path)
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 1 << 20, (elapsed, peak)
+
+
+def test_transposed_weight_is_reported_and_turned_back():
+    """One weight stored (in, out) in a nanoGPT file, layer 0's c_attn included (the layout is a vote
+    over all weights, not layer 0's alone): reported, and handed out in llm.c orientation."""
+    sd = state_dict()
+    for key in ("transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.weight"):
+        sd[key] = sd[key].T.contiguous()
+    m = model_from_mapping(sd)
+    assert m.layout == "nanogpt" and not m.unusable
+    assert m.shape_problems == [
+        "transformer.h.0.attn.c_attn.weight: stored transposed, shape (16, 48) instead of (48, 16)",
+        "transformer.h.1.mlp.c_fc.weight: stored transposed, shape (16, 64) instead of (64, 16)"]
+    assert m.shape("qkvw") == (2, 48, 16) and m.shape("fcw") == (2, 64, 16)
+    assert_reference(m)
+
+
+def test_missing_key_is_listed_not_raised():
+    sd = state_dict()
+    del sd["transformer.h.1.ln_2.bias"]
+    m = model_from_mapping(sd)
+    assert m.missing == ["transformer.h.1.ln_2.bias"] and "ln2b" not in m.sources and "ln2w" in m.sources
+    with pytest.raises(KeyError):
+        m.tensor("ln2b")
+
+
+def test_mapping_wrappers_extra_keys_and_buffers():
+    sd = {"module." + k: v for k, v in state_dict().items()}
+    sd["module.transformer.h.0.attn.bias"] = torch.ones(1, 1, 8, 8)  # causal-mask buffer: ignored
+    sd["module.transformer.h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    sd["module.value_head.weight"] = torch.zeros(3)
+    m = model_from_mapping({"model_state_dict": sd, "epoch": 3, "optimizer": {"lr": 1e-3}})
+    assert m.layout == "nanogpt" and m.extra == ["value_head.weight"]
+    assert_reference(m)
+    with pytest.raises(InputError, match="unknown layout 'gpt'"):
+        model_from_mapping(state_dict(), layout="gpt")
+
+
+def test_hf_directory_with_torch_bin_and_npz_state_dict_keys(tmp_path):
+    (tmp_path / "hf").mkdir()
+    torch.save(state_dict(layout="hf"), tmp_path / "hf" / "pytorch_model.bin")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(
+        {"n_layer": 2, "n_embd": 16, "n_head": 4, "vocab_size": 100, "n_positions": 8,
+         "tie_word_embeddings": False}))
+    m = open_model(tmp_path / "hf")
+    assert (m.format, m.layout, m.config.heads, m.heads_assumed) == ("torch", "hf", 4, False)
+    assert m.lm_head == "absent"  # untied in config.json and no lm_head.weight stored
+    assert_reference(m)
+    path = tmp_path / "m.npz"
+    np.savez(path, **{k: v.numpy().astype(np.float64) for k, v in state_dict().items()})
+    m = open_model(path)
+    assert (m.format, m.layout, m.dtype) == ("npz", "nanogpt", "fp64")
+    assert_reference(m)  # float32 -> float64 -> float32 is exact
+
+
+def test_mixed_dtypes_report_the_widest():
+    sd = state_dict()
+    sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"].to(torch.bfloat16)
+    m = model_from_mapping(sd)
+    assert m.dtype == "fp32" and m.dtypes["wpe"] == "bf16" and m.dtypes["wte"] == "fp32"
+    assert np.array_equal(m.tensor("wpe"), bf16_bits_to_f32(f32_to_bf16_bits(REF["wpe"])))

@@ -31,7 +31,8 @@ from reference.config import GPTConfig
 
 from ..errors import InputError
 from . import checkpoint as ckpt_format
-from .statedict import Mapped, dtype_name, unwrap
+from .layouts import LAYOUTS
+from .statedict import WIDTH, Mapped, dtype_name, unwrap
 
 FORMATS = ("llmc", "torch", "safetensors", "npz")
 CHUNK = 1 << 20
@@ -150,18 +151,27 @@ def model_from_mapping(mapping: Mapping[str, Any], *, source: str = "<mapping>",
     """A dict of numpy arrays or torch tensors, keyed by llm.c names or state-dict keys.
 
     `stored` overrides the dtype of keys whose arrays were decoded on reading (bf16 as float32)."""
-    m = Mapped(source, mapping, layout=layout, heads=heads, config=config, json_config=json_config)
+    if layout is not None and layout not in LAYOUTS:
+        raise InputError(source, f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if heads is not None and (not isinstance(heads, int) or heads < 1):
+        raise InputError(source, f"heads must be a positive integer, got {heads!r}")
+    m = Mapped(source, unwrap(mapping, source), layout=layout, heads=heads, config=config,
+               json_config=json_config)
     dtypes = dict(m.dtypes)
     for name, pieces in m.pieces.items():
         for key, _ in pieces:
             if stored and key in stored:
                 dtypes[name] = stored[key]
-    from .statedict import WIDTH
     dtype = max(set(dtypes.values()) or {"fp32"}, key=WIDTH.get)
     wte = m.pieces.get("wte")
     rows = int(wte[0][1].shape[0]) if wte else m.config.vocab
+    lm_head = m.lm_head
+    if lm_head == "absent" and json_config and json_config.get("tie_word_embeddings", True):
+        # save_pretrained drops the tied lm_head.weight from model.safetensors (one storage, one
+        # entry); config.json's tie_word_embeddings (default true) says it is wte
+        lm_head = "tied"
     return ModelFile(source, fmt, m.layout, m.config, dtype, dtypes, m.heads_assumed, rows, m.sources(),
-                     m.missing, m.extra, m.lm_head, m.shape_problems, m.unusable,
+                     m.missing, m.extra, lm_head, m.shape_problems, m.unusable,
                      _MappedBackend(m, dtypes))
 
 

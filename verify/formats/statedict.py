@@ -9,7 +9,10 @@ Keys are recognised in three layouts (verify.formats.layouts has the table):
 Prefixes `_orig_mod.` (torch.compile) and `module.` (DDP) are stripped wherever they lead a key,
 repeatedly; a GPT2Model's keys without `transformer.` are accepted. The causal-mask buffers
 `attn.bias` / `attn.masked_bias` of older state dicts are ignored. nanoGPT and Hugging Face keep
-the (3C, C) vs (C, 3C) c_attn weight apart, so the layout is read from its shape. L, C, V and maxT
+the (3C, C) vs (C, 3C) c_attn weight apart, so the layout is read from the shapes: every c_attn,
+c_fc and mlp c_proj weight votes, and a weight stored against the majority is reported as
+"stored transposed" (and handed out turned back). A gap in the layer indices is an error; a
+missing key of an existing layer is listed in `missing`. L, C, V and maxT
 come from the shapes; NH cannot (no tensor's shape depends on it): it comes from config.json or
 the caller, else C // 64 is assumed (the init does not depend on NH) and `heads_assumed` is set.
 """
@@ -30,6 +33,7 @@ from .layouts import LM_HEAD_KEY, STATE_DICT_KEYS, state_dict_key, transposed_in
 PREFIXES = ("_orig_mod.", "module.")
 WRAPPERS = ("model", "state_dict", "model_state_dict", "module")
 _LAYER = re.compile(r"^transformer\.h\.(\d+)\.")
+_WEIGHT = re.compile(r"^transformer\.h\.\d+\.(attn\.c_attn|mlp\.c_fc|mlp\.c_proj)\.weight$")
 _BUFFER = re.compile(r"^transformer\.h\.\d+\.attn\.(bias|masked_bias)$")
 DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 WIDTH = {"fp16": 1, "bf16": 1, "fp32": 2, "fp64": 3}
@@ -129,6 +133,21 @@ class Mapped:
                                           f"llm.c names (wte, qkvw, ...) or state-dict keys "
                                           f"(transformer.wte.weight, ...)")
         C = int(wte.shape[-1])
+        # Every Conv1D-style weight votes, so one weight stored the other way round (layer 0's
+        # included) is reported as transposed instead of flipping the whole file's layout.
+        votes = {"nanogpt": 0, "hf": 0}
+        for key, value in keys.items():
+            m = _WEIGHT.match(key)
+            if not m:
+                continue
+            out_in = {"attn.c_attn": (3 * C, C), "mlp.c_fc": (4 * C, C), "mlp.c_proj": (C, 4 * C)}[m.group(1)]
+            shape = tuple(value.shape)
+            if shape == out_in:
+                votes["nanogpt"] += 1
+            elif shape == out_in[::-1]:
+                votes["hf"] += 1
+        if votes["nanogpt"] != votes["hf"]:
+            return max(votes, key=votes.get)
         if tuple(qkv.shape) == (3 * C, C):
             return "nanogpt"
         if tuple(qkv.shape) == (C, 3 * C):
@@ -148,6 +167,10 @@ class Mapped:
     def _map_state_dict(self, keys) -> None:
         layers = sorted({int(m.group(1)) for k in keys if (m := _LAYER.match(k))})
         L = (max(layers) + 1) if layers else 0
+        if layers != list(range(L)):
+            gap = sorted(set(range(L)) - set(layers))
+            raise InputError(self.source, f"layer index gap: keys for transformer.h.{{i}} go up to layer "
+                                          f"{L - 1} but layer(s) {', '.join(map(str, gap[:8]))} have none")
         used = set()
         for name, (template, _) in STATE_DICT_KEYS.items():
             wanted = [state_dict_key(name, i) for i in range(L)] if "{i}" in template else [template]

@@ -44,5 +44,6 @@ def load_state_dict(path: str | os.PathLike) -> Any:
         raise InputError(path, "refused: the pickle holds code or objects other than tensors "
                                f"(loaded with weights_only=True, nothing was executed): {_first_line(e)}"
                          ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
-        raise InputError(path, f"not a readable PyTorch file: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged legacy pickle fails in many ways (IndexError ...)
+        what = type(e).__name__ + (f": {_first_line(e)}" if str(e).strip() else "")
+        raise InputError(path, f"not a readable PyTorch file ({what})") from None
