@@ -1,0 +1,339 @@
+"""GPT-2 forward/backward exactly as llm.c's train_gpt2.c computes it, and llm.c's AdamW.
+
+One code path, two precisions: float64 is the judge every other implementation is graded
+against, float32 the fast path (and what llm.c's CPU build computes in). Torch autograd (CPU by
+default) does the backward pass; the math is re-expressed from llm.c's train_gpt2.c:
+
+    encoder_forward     x = wte[token] + wpe[t]                                   # (B, T, C)
+    per layer l:
+      layernorm_forward  eps 1e-5, biased variance (divide by C)
+      matmul_forward     qkv = ln1 @ qkvw[l]^T + qkvb[l]                        # (B, T, 3C)
+      attention_forward  q, k, v split in that order; head h owns channels [h*hs, (h+1)*hs);
+                         scores scaled by 1/sqrt(hs); softmax over t2 <= t (causal)
+      matmul_forward     attproj, then residual_forward
+      layernorm_forward, fc (C -> 4C), gelu_forward (tanh approximation), fcproj (4C -> C),
+      residual_forward
+    layernorm_forward    final (lnfw, lnfb)
+    matmul_forward       logits = x @ wte^T over the padded vocab Vp (no bias)      # (B, T, Vp)
+    softmax_forward      over the first V logits only: llm.c's padded logits never enter
+    crossentropy_forward loss = mean over B*T of -log p[target]
+
+Parameters use llm.c's 16-tensor layout (reference.config.parameter_table): weights are
+(out, in), per-layer tensors stacked on a leading L axis, wte has Vp rows of which the last
+Vp - V are padding (their gradient is exactly 0 because they only feed ignored logits).
+
+Deliberately not copied from llm.c's float code: its softmaxes start the running max at
+-10000.0f (wrong only if every score is below -10000) and its bias correction uses powf in
+float; this module computes the exact softmax and corrections in the chosen dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import numpy as np
+
+from reference.config import TENSOR_NAMES, GPTConfig, parameter_table
+
+LN_EPS = 1e-5  # llm.c layernorm_forward
+GELU_SCALE = math.sqrt(2.0 / math.pi)  # llm.c gelu_forward's GELU_SCALING_FACTOR
+_DTYPES = ("float64", "float32")
+
+
+@dataclasses.dataclass
+class ForwardBackward:
+    """Result of one forward (and optionally backward) pass."""
+
+    logits: np.ndarray  # (B, T, V): the first V of Vp logits, like llm.c's debug state
+    loss: float | None  # mean cross-entropy over B*T; None when no targets were given
+    grads: dict[str, np.ndarray] | None  # llm.c name -> gradient in llm.c shapes (wte (Vp, C))
+    activations: dict[str, np.ndarray] | None  # "block{l}": residual stream after block l (B, T, C)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamW:
+    """llm.c's AdamW (train_gpt2.c `gpt2_update`, llmc/adamw.cuh `adamw_update`): bias-corrected
+    moments and decoupled weight decay,
+
+        m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2                      (t counts from 1)
+        p -= lr * ((m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + wd p)
+
+    decay_scope: "all" - train_gpt2.c (CPU) decays every parameter, biases and LayerNorm
+    included; "matrices" - train_gpt2.cu decays only the 2D tensors wte, wpe, qkvw, attprojw,
+    fcw, fcprojw (its gpt2_update: `wd = (i == 0 || i == 1 || i == 4 || ...) ? weight_decay : 0`).
+    grad_clip: if set, every gradient is first multiplied by clip / norm when the global L2 norm
+    over all gradients exceeds clip, else by 1 (train_gpt2.cu main; test_gpt2.cu with clip 1)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    grad_clip: float | None = None
+    name: str = ""
+    decay_scope: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.decay_scope not in DECAY_SCOPES:
+            raise ValueError(f"decay_scope must be one of {tuple(DECAY_SCOPES)}, got {self.decay_scope!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+
+    def decays(self, name: str) -> bool:
+        """Whether weight decay applies to llm.c tensor `name`."""
+        return name in DECAY_SCOPES[self.decay_scope]
+
+
+DECAY_SCOPES = {"all": frozenset(TENSOR_NAMES),
+                "matrices": frozenset(("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"))}
+
+# The settings each llm.c program uses, checked against its source:
+#   test_gpt2.c   main: gpt2_update(&model, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f, step+1)
+#   train_gpt2.c  main: gpt2_update(&model, learning_rate 1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, step+1)
+#   test_gpt2.cu  main: grad_scale = grad_norm > 1 ? 1 / grad_norm : 1;
+#                 gpt2_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.0f, grad_scale, step+1, ...)
+ADAMW: dict[str, AdamW] = {
+    "test_gpt2.c": AdamW(1e-4, 0.9, 0.999, 1e-8, 0.01, name="test_gpt2.c"),
+    "train_gpt2.c": AdamW(1e-4, 0.9, 0.999, 1e-8, 0.0, name="train_gpt2.c"),
+    "test_gpt2.cu": AdamW(1e-4, 0.9, 0.95, 1e-8, 0.0, grad_clip=1.0, name="test_gpt2.cu",
+                          decay_scope="matrices"),
+}
+
+
+def _torch():
+    import torch  # imported lazily: the CLI and formats never need it
+
+    return torch
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    return dtype
+
+
+def _check_tokens(cfg: GPTConfig, tokens, what: str, *, limit: int) -> np.ndarray:
+    a = np.asarray(tokens)
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be a (B, T) integer array, got shape {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be integers, got dtype {a.dtype}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{what} must have B >= 1 and T >= 1, got shape {a.shape}")
+    if a.shape[1] > cfg.max_seq_len:
+        raise ValueError(f"{what} has T={a.shape[1]} > max_seq_len={cfg.max_seq_len}; use T <= maxT")
+    if a.size and (a.min() < 0 or a.max() >= limit):
+        raise ValueError(f"{what} values must lie in [0, {limit}), got [{a.min()}, {a.max()}]")
+    return a.astype(np.int64)
+
+
+def _check_params(cfg: GPTConfig, params: Mapping[str, np.ndarray]) -> None:
+    for spec in parameter_table(cfg):
+        if spec.name not in params:
+            raise ValueError(f"params lacks {spec.name!r}; give all 16 llm.c tensors {TENSOR_NAMES}")
+        shape = tuple(np.shape(params[spec.name]))
+        if shape != spec.shape:
+            raise ValueError(f"params[{spec.name!r}] has shape {shape}, llm.c's layout needs {spec.shape}")
+
+
+def _layernorm(torch, x, w, b):
+    # llm.c layernorm_forward: biased variance (mean of squared deviations), eps inside the sqrt
+    mean = x.mean(dim=-1, keepdim=True)
+    xc = x - mean
+    var = (xc * xc).mean(dim=-1, keepdim=True)
+    return xc * torch.rsqrt(var + LN_EPS) * w + b
+
+
+def _gelu(torch, x):
+    # llm.c gelu_forward: tanh approximation
+    return 0.5 * x * (1.0 + torch.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)))
+
+
+def _attention(torch, qkv, NH: int):
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // NH
+    # llm.c attention_forward: q at [0, C), k at [C, 2C), v at [2C, 3C); head h at h*hs
+    q, k, v = qkv[..., :C], qkv[..., C:2 * C], qkv[..., 2 * C:3 * C]
+    q = q.reshape(B, T, NH, hs).transpose(1, 2)  # (B, NH, T, hs)
+    k = k.reshape(B, T, NH, hs).transpose(1, 2)
+    v = v.reshape(B, T, NH, hs).transpose(1, 2)
+    att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hs))  # (B, NH, T, T)
+    mask = torch.ones(T, T, dtype=torch.bool, device=qkv.device).tril()
+    att = att.masked_fill(~mask, float("-inf"))
+    att = torch.softmax(att, dim=-1)
+    y = att @ v  # (B, NH, T, hs)
+    return y.transpose(1, 2).reshape(B, T, NH * hs)
+
+
+def _forward(torch, cfg: GPTConfig, P: dict, idx, *, keep_activations: bool):
+    """Logits over Vp (B, T, Vp) and, if asked, the residual stream after each block."""
+    NH = cfg.heads
+    T = idx.shape[1]
+    linear = torch.nn.functional.linear  # x @ w^T + b with llm.c's (out, in) weights
+    # one unbind per stacked tensor: its backward stacks the L layer gradients once, where
+    # indexing P[name][layer] would allocate and add a zero (L, ...) gradient per layer
+    W = {name: P[name].unbind(0) for name in TENSOR_NAMES if name not in ("wte", "wpe", "lnfw", "lnfb")}
+    x = P["wte"][idx] + P["wpe"][:T]  # (B, T, C)
+    acts = {} if keep_activations else None
+    for layer in range(cfg.layers):
+        w = {name: t[layer] for name, t in W.items()}
+        h = _layernorm(torch, x, w["ln1w"], w["ln1b"])
+        qkv = linear(h, w["qkvw"], w["qkvb"])  # (B, T, 3C): h @ qkvw^T + qkvb
+        a = _attention(torch, qkv, NH)
+        x = x + linear(a, w["attprojw"], w["attprojb"])
+        h = _layernorm(torch, x, w["ln2w"], w["ln2b"])
+        h = _gelu(torch, linear(h, w["fcw"], w["fcb"]))  # (B, T, 4C)
+        x = x + linear(h, w["fcprojw"], w["fcprojb"])
+        if acts is not None:
+            acts[f"block{layer}"] = x.detach()
+    x = _layernorm(torch, x, P["lnfw"], P["lnfb"])
+    return x @ P["wte"].T, acts  # (B, T, Vp)
+
+
+def forward_backward(cfg: GPTConfig, params: Mapping[str, np.ndarray], tokens: np.ndarray,
+                     targets: np.ndarray | None, *, dtype: str = "float64", backward: bool = True,
+                     keep_activations: bool = False, device: str = "cpu") -> ForwardBackward:
+    """One llm.c gpt2_forward (+ gpt2_backward) on `tokens` (B, T) with `targets` (B, T).
+
+    targets None -> no loss and no gradients (backward is then ignored). Gradients are the
+    gradient of the mean loss, as llm.c's (dlosses = 1/(B*T)), in llm.c shapes."""
+    torch = _torch()
+    tdt = getattr(torch, _check_dtype(dtype))
+    _check_params(cfg, params)
+    idx = _check_tokens(cfg, tokens, "tokens", limit=cfg.vocab)
+    tgt = None
+    if targets is not None:
+        tgt = _check_tokens(cfg, targets, "targets", limit=cfg.vocab)
+        if tgt.shape != idx.shape:
+            raise ValueError(f"targets shape {tgt.shape} differs from tokens shape {idx.shape}")
+    want_grad = backward and tgt is not None
+    P = {}
+    for name in TENSOR_NAMES:
+        a = np.asarray(params[name])
+        if a.dtype == np.dtype(dtype) and a.flags.c_contiguous and a.flags.writeable:
+            t = torch.from_numpy(a).to(device)  # no copy on CPU (d12 float64 is 1 GB); never written
+        else:
+            t = torch.tensor(a, dtype=tdt, device=device)
+        P[name] = t.requires_grad_(want_grad)
+    idx_t = torch.from_numpy(idx).to(device)
+    with torch.set_grad_enabled(want_grad):
+        logits_p, acts = _forward(torch, cfg, P, idx_t, keep_activations=keep_activations)
+        logits = logits_p[..., :cfg.vocab]  # (B, T, V): padded logits never enter the loss
+        loss = None
+        if tgt is not None:
+            logp = torch.log_softmax(logits, dim=-1)
+            tgt_t = torch.from_numpy(tgt).to(device)
+            loss = -logp.gather(-1, tgt_t[..., None]).mean()
+        grads = None
+        if want_grad:
+            loss.backward()
+            grads = {}
+            for name in TENSOR_NAMES:
+                g = P[name].grad
+                grads[name] = (np.zeros(P[name].shape, dtype=dtype) if g is None
+                               else g.detach().cpu().numpy())
+    return ForwardBackward(
+        logits=logits.detach().cpu().numpy(),
+        loss=None if loss is None else float(loss.detach()),
+        grads=grads,
+        activations=None if acts is None else {k: v.cpu().numpy() for k, v in acts.items()},
+    )
+
+
+def random_tokens(cfg: GPTConfig, *, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reproducible inputs: x, y int32 (B, T) with y = x shifted by one, both cut from one
+    (B, T+1) draw of numpy Generator(PCG64(seed)).integers(0, V)."""
+    if batch < 1 or seq < 1:
+        raise ValueError(f"batch and seq must be >= 1, got batch={batch} seq={seq}")
+    if seq > cfg.max_seq_len:
+        raise ValueError(f"seq={seq} > max_seq_len={cfg.max_seq_len}; use seq <= maxT")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    draw = rng.integers(0, cfg.vocab, size=(batch, seq + 1), dtype=np.int64).astype(np.int32)
+    return np.ascontiguousarray(draw[:, :-1]), np.ascontiguousarray(draw[:, 1:])
+
+
+def global_norm(grads: Mapping[str, np.ndarray]) -> float:
+    """L2 norm over all gradient values (train_gpt2.cu's global_norm_squared, then sqrt)."""
+    return math.sqrt(sum(float(np.sum(np.square(np.asarray(g, dtype=np.float64)))) for g in grads.values()))
+
+
+def clip_scale(grads: Mapping[str, np.ndarray], clip: float | None) -> float:
+    """The factor llm.c multiplies every gradient by before the update (train_gpt2.cu main:
+    grad_scale = norm > clip ? clip / norm : 1, i.e. clip / max(norm, clip))."""
+    if clip is None:
+        return 1.0
+    norm = global_norm(grads)
+    return clip / norm if norm > clip else 1.0
+
+
+def adamw_step(params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray], m: dict, v: dict,
+               t: int, opt: AdamW) -> None:
+    """One llm.c AdamW update in place (t counts from 1). m, v: name -> moment arrays, updated
+    in place (created as zeros when missing). Arithmetic in the params' own dtype."""
+    scale = clip_scale(grads, opt.grad_clip)
+    b1c = 1.0 - opt.beta1 ** t
+    b2c = 1.0 - opt.beta2 ** t
+    for name, p in params.items():
+        g = np.asarray(grads[name], dtype=p.dtype) * p.dtype.type(scale)
+        if name not in m:
+            m[name] = np.zeros_like(p)
+            v[name] = np.zeros_like(p)
+        m[name] = opt.beta1 * m[name] + (1.0 - opt.beta1) * g
+        v[name] = opt.beta2 * v[name] + (1.0 - opt.beta2) * g * g
+        m_hat = m[name] / b1c
+        v_hat = v[name] / b2c
+        wd = opt.weight_decay if opt.decays(name) else 0.0
+        p -= (opt.lr * (m_hat / (np.sqrt(v_hat) + opt.eps) + wd * p)).astype(p.dtype)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What llm.c carries from one step to the next: parameters, AdamW moments m and v, and the
+    number of updates done (the next update uses t = step + 1)."""
+
+    params: dict[str, np.ndarray]
+    m: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    v: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    step: int = 0
+
+    @classmethod
+    def fresh(cls, params: Mapping[str, np.ndarray], *, dtype: str = "float64") -> "TrainState":
+        """A copy of `params` in `dtype`, moments zero, step 0 (llm.c's calloc'd m_memory/v_memory)."""
+        _check_dtype(dtype)
+        return cls({name: np.array(params[name], dtype=dtype) for name in TENSOR_NAMES})
+
+
+def train_steps(cfg: GPTConfig, params: Mapping[str, np.ndarray] | None, tokens: np.ndarray,
+                targets: np.ndarray, *, steps: int, optimizer: AdamW, dtype: str = "float64",
+                state: TrainState | None = None) -> list[float]:
+    """`steps` llm.c training steps on the same batch: forward+backward, (clip), AdamW update;
+    gradients are fresh each step (llm.c gpt2_zero_grad). Returns the loss of each step, computed
+    before its update.
+
+    Without `state`, training starts from a copy of `params` (not modified) with zero moments.
+    With `state` (TrainState.fresh(params) or one a previous call advanced), training continues
+    from it and updates it in place; `params` must then be None."""
+    _check_dtype(dtype)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if targets is None:
+        raise ValueError("train_steps needs targets (the loss is what it trains on)")
+    if state is None:
+        if params is None:
+            raise ValueError("give params, or state=TrainState.fresh(params) to continue a run")
+        state = TrainState.fresh(params, dtype=dtype)
+    elif params is not None:
+        raise ValueError("give either params or state, not both (state carries its own params)")
+    elif any(a.dtype != np.dtype(dtype) for a in state.params.values()):
+        raise ValueError(f"state holds params of another dtype than {dtype}; "
+                         f"make it with TrainState.fresh(params, dtype={dtype!r})")
+    losses = []
+    for _ in range(steps):
+        fb = forward_backward(cfg, state.params, tokens, targets, dtype=dtype)
+        losses.append(fb.loss)
+        state.step += 1
+        adamw_step(state.params, fb.grads, state.m, state.v, state.step, optimizer)
+    return losses
