@@ -13,10 +13,10 @@ from reference.config import ConfigError
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
-from . import compare_cmds, fuzz_cmds, model_cmds
+from . import compare_cmds, fuzz_cmds, llmc_cmds, model_cmds, numerics_cmds
 from .common import Parser
 
-GROUPS = (model_cmds, compare_cmds, fuzz_cmds)
+GROUPS = (model_cmds, compare_cmds, fuzz_cmds, numerics_cmds, llmc_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
