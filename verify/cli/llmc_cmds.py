@@ -1,0 +1,103 @@
+"""`gpt2-verify debug-state` and `gpt2-verify llmc`: llm.c's test files without pretrained GPT-2,
+and a real verdict (and exit code) for a user's llm.c CPU binaries (verify.llmc.harness)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from .common import add_config_args, check_seed, config_from_args, emit_json
+
+
+def _model_config(args):
+    from reference.config import GPTConfig
+
+    if args.descriptor is None and args.layers is None:  # the default small random config
+        return GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)
+    return config_from_args(args)
+
+
+def _check_sizes(args, cfg) -> None:
+    if args.batch < 1 or args.seq < 1:
+        raise InputError(None, f"--batch {args.batch} --seq {args.seq}: both must be at least 1")
+    if args.seq > cfg.max_seq_len:
+        raise InputError(None, f"--seq {args.seq} exceeds the model's max_seq_len {cfg.max_seq_len}")
+
+
+def cmd_debug_state(args) -> int:
+    from ..llmc.harness import prepare
+
+    cfg = _model_config(args)
+    check_seed(args.seed)
+    _check_sizes(args, cfg)
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(out, f"cannot create: {e.strerror or e}") from None
+    exp = prepare(out, cfg, seed=args.seed, batch=args.batch, seq=args.seq, plain=args.plain_init,
+                  need_train=False)
+    print(f"wrote {out}/gpt2_124M.bin, gpt2_124M_debug_state.bin (B={exp.test_B}, T={exp.test_T}, "
+          f"reference loss {exp.loss:.6f}), gpt2_tokenizer.bin and "
+          f"dev/data/tinyshakespeare/tiny_shakespeare_{{train,val}}.bin for {cfg.describe()}")
+    return EXIT_OK
+
+
+def cmd_llmc(args) -> int:
+    from ..llmc.harness import run_harness
+
+    cfg = _model_config(args)
+    check_seed(args.seed)
+    _check_sizes(args, cfg)
+    tests, trains = list(args.test_bin or []), list(args.train_bin or [])
+    if args.bin_dir:
+        d = Path(args.bin_dir)
+        if not d.is_dir():
+            raise InputError(d, "not a directory")
+        tests += [str(d / "test_gpt2")] if (d / "test_gpt2").exists() else []
+        trains += [str(d / "train_gpt2")] if (d / "train_gpt2").exists() else []
+        if not tests and not trains:
+            raise InputError(d, "holds neither test_gpt2 nor train_gpt2")
+    if not tests and not trains:
+        raise InputError(None, "give --bin-dir DIR or --test-bin/--train-bin paths")
+    for b in tests + trains:
+        if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+            raise InputError(b, "not an executable file")
+    report = run_harness(cfg, test_bins=tests, train_bins=trains, seed=args.seed, batch=args.batch,
+                         seq=args.seq, plain=args.plain_init, steps=args.steps, timeout=args.timeout,
+                         determinism=not args.no_determinism)
+    if args.json:
+        emit_json(args.json, report.to_dict())
+    if args.json != "-":
+        print(report.render())
+    return EXIT_OK if report.verdict == "pass" else EXIT_CHECK_FAILED
+
+
+def _common(q) -> None:
+    add_config_args(q)
+    q.add_argument("--batch", type=int, default=4, help="B of the debug state (4)")
+    q.add_argument("--seq", type=int, default=64, help="T of the debug state (64, at most maxT)")
+    q.add_argument("--plain-init", action="store_true",
+                   help="use the reference init as it is instead of the probe weights (std 0.2)")
+
+
+def register(sub) -> None:
+    q = sub.add_parser("debug-state", help="write gpt2_124M.bin, its debug state, token shards and a "
+                                           "tokenizer so llm.c's test_gpt2/train_gpt2 run without "
+                                           "pretrained GPT-2 (default model: L2 C64 V1000)")
+    _common(q)
+    q.add_argument("-o", "--output", required=True, help="directory to write into")
+    q.set_defaults(func=cmd_debug_state)
+
+    q = sub.add_parser("llmc", help="run llm.c CPU binaries against the float64 reference and judge "
+                                    "every printed figure (they exit 0 even when they fail)")
+    _common(q)
+    q.add_argument("--bin-dir", help="directory with test_gpt2 and/or train_gpt2")
+    q.add_argument("--test-bin", action="append", help="a test_gpt2 build (repeat for several)")
+    q.add_argument("--train-bin", action="append", help="a train_gpt2 build (repeat for several)")
+    q.add_argument("--steps", type=int, default=10, help="train_gpt2 steps compared (10)")
+    q.add_argument("--timeout", type=float, default=600.0, help="seconds per binary run (600)")
+    q.add_argument("--no-determinism", action="store_true", help="run each test binary once, not twice")
+    q.add_argument("--json", metavar="PATH", help="write the report as JSON ('-': stdout, JSON only)")
+    q.set_defaults(func=cmd_llmc)
