@@ -27,10 +27,10 @@ from reference.config import GPTConfig
 
 from ..atomic import atomic_output
 from ..errors import InputError
+from .llmc_header import HEADER_INTS, read_header
 
 MAGIC = 20240327
 VERSION = 2
-HEADER_INTS = 256
 
 
 @dataclasses.dataclass
@@ -58,18 +58,7 @@ def expected_size(cfg: GPTConfig, B: int, T: int) -> int:
 
 
 def read_debug_state(path: str | os.PathLike, cfg: GPTConfig) -> DebugState:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            header = np.frombuffer(fh.read(HEADER_INTS * 4), dtype="<i4")
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    if header.size < HEADER_INTS:
-        raise InputError(path, f"file is {size} bytes: too short for the 1024-byte header")
-    if header[0] != MAGIC:
-        raise InputError(path, f"bad magic {int(header[0])}: not an llm.c debug state ({MAGIC})")
-    if header[1] != VERSION:
-        raise InputError(path, f"debug state version {int(header[1])}; only version {VERSION} is known")
+    header, size = read_header(path, magic=MAGIC, version=VERSION, what="an llm.c debug state")
     B, T = int(header[2]), int(header[3])
     if B <= 0 or T <= 0:
         raise InputError(path, f"header says B={B}, T={T}: both must be positive")

@@ -19,10 +19,10 @@ import numpy as np
 
 from ..atomic import atomic_output
 from ..errors import InputError
+from .llmc_header import HEADER_INTS, read_header
 
 SHARD_MAGIC, SHARD_VERSION = 20240520, 1
 TOKENIZER_MAGIC, TOKENIZER_VERSION = 20240328, 2
-HEADER_INTS = 256
 
 
 def write_shard(path: str | os.PathLike, tokens) -> None:
@@ -37,17 +37,7 @@ def write_shard(path: str | os.PathLike, tokens) -> None:
 
 
 def read_shard(path: str | os.PathLike) -> np.ndarray:
-    try:
-        size = os.path.getsize(path)
-        header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    if header.size < HEADER_INTS:
-        raise InputError(path, f"file is {size} bytes: too short for the 1024-byte header")
-    if header[0] != SHARD_MAGIC:
-        raise InputError(path, f"bad magic {int(header[0])}: not an llm.c token shard ({SHARD_MAGIC})")
-    if header[1] != SHARD_VERSION:
-        raise InputError(path, f"token shard version {int(header[1])}; only version {SHARD_VERSION} is known")
+    header, size = read_header(path, magic=SHARD_MAGIC, version=SHARD_VERSION, what="an llm.c token shard")
     n = int(header[2])
     if n < 0 or size != HEADER_INTS * 4 + 2 * n:
         raise InputError(path, f"header says {n} tokens (file of {HEADER_INTS * 4 + 2 * n} bytes) but the "
