@@ -79,7 +79,8 @@ def _common(q) -> None:
     q.add_argument("--batch", type=int, default=4, help="B of the debug state (4)")
     q.add_argument("--seq", type=int, default=64, help="T of the debug state (64, at most maxT)")
     q.add_argument("--plain-init", action="store_true",
-                   help="use the reference init as it is instead of the probe weights (std 0.2)")
+                   help="use the reference init as it is instead of the probe weights "
+                        "(verify/llmc/harness.py)")
 
 
 def register(sub) -> None:
@@ -97,7 +98,8 @@ def register(sub) -> None:
     q.add_argument("--test-bin", action="append", help="a test_gpt2 build (repeat for several)")
     q.add_argument("--train-bin", action="append", help="a train_gpt2 build (repeat for several)")
     q.add_argument("--steps", type=int, default=10, help="train_gpt2 steps compared (10)")
-    q.add_argument("--timeout", type=float, default=600.0, help="seconds per binary run (600)")
+    q.add_argument("--timeout", type=float, default=1800.0,
+                   help="seconds per binary run (1800: train_gpt2 on d12 takes minutes on a few cores)")
     q.add_argument("--no-determinism", action="store_true", help="run each test binary once, not twice")
     q.add_argument("--json", metavar="PATH", help="write the report as JSON ('-': stdout, JSON only)")
     q.set_defaults(func=cmd_llmc)
