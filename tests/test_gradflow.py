@@ -370,16 +370,20 @@ def test_bf16_table_flags_logits_and_unchecked_loss(small):
     assert rep.result("wte").used < 1.0
 
 
+def _fp32_vs_fp64(cfg, params, x, y):
+    """The float32 path graded against the float64 judge under the fp32-cpu table."""
+    ref = forward_backward(cfg, params, x, y, dtype="float64")
+    f32 = forward_backward(cfg, params, x, y, dtype="float32")
+    return G.compare_numerics(ref, {"logits": f32.logits, "loss": f32.loss, "grads": f32.grads},
+                              tolerances="fp32-cpu")
+
+
 def test_fp32_path_within_fp32_table():
     # a config and seed the table was not measured on
     cfg = GPTConfig(3, 40, 5, vocab=321, max_seq_len=16)
     for std in (0.02, 0.2):
         params = G.scaled_params(cfg, 11, std)
-        x, y = random_tokens(cfg, batch=3, seq=16, seed=11)
-        ref = forward_backward(cfg, params, x, y, dtype="float64")
-        f32 = forward_backward(cfg, params, x, y, dtype="float32")
-        rep = G.compare_numerics(ref, {"logits": f32.logits, "loss": f32.loss, "grads": f32.grads},
-                                 tolerances="fp32-cpu")
+        rep = _fp32_vs_fp64(cfg, params, *random_tokens(cfg, batch=3, seq=16, seed=11))
         assert rep.passed, [f.reason for f in rep.findings]
         assert max(r.used for r in rep.results) < 50  # margin left (table: 10x worst measured)
 
@@ -510,9 +514,5 @@ def test_fp32_path_d12_within_fp32_table():
 
     cfg = from_descriptor("d12")
     params = init_tensors(cfg, 42)
-    x, y = random_tokens(cfg, batch=4, seq=64, seed=0)
-    ref = forward_backward(cfg, params, x, y, dtype="float64")
-    f32 = forward_backward(cfg, params, x, y, dtype="float32")
-    rep = G.compare_numerics(ref, {"logits": f32.logits, "loss": f32.loss, "grads": f32.grads},
-                             tolerances="fp32-cpu")
+    rep = _fp32_vs_fp64(cfg, params, *random_tokens(cfg, batch=4, seq=64, seed=0))
     assert rep.passed, [f.reason for f in rep.findings]
