@@ -44,15 +44,26 @@ def gpt2_reference():
 
 @pytest.fixture
 def gpt2_fuzz():
-    def run(function=None, *, cmd: str | None = None, adapter: str | None = None, examples: int = 25,
+    """gpt2_fuzz(candidate=None, *, cmd=None, adapter=None, examples=25, max_params=200_000,
+    require="close", profile="llmc", timeout=60, derandomize=False, **config_kwargs) -> FuzzResult.
+
+    candidate: a callable fn(config, seed) -> {name: array}, a command template with {out} or
+    "module:function"; raises AssertionError (minimal failing config, reproducing command and
+    the comparison report) when some drawn config fails."""
+    def run(candidate=None, *, cmd: str | None = None, adapter: str | None = None, examples: int = 25,
             max_params: int = 200_000, require: str = "close", profile: str = "llmc",
-            timeout: float = 60.0, **config_kwargs):
-        from verify.compare.candidate import Candidate
+            timeout: float = 60.0, derandomize: bool = False, **config_kwargs):
+        from verify.compare.candidate import Candidate, as_candidate
         from verify.compare.fuzz import fuzz
 
-        candidate = Candidate(cmd=cmd, adapter=adapter, function=function, timeout=timeout)
-        result = fuzz(candidate, examples=examples, max_params=max_params, require=require,
-                      profile=profile, config_kwargs=config_kwargs or None, progress=False)
+        if candidate is not None:
+            if cmd is not None or adapter is not None:
+                raise TypeError("gpt2_fuzz: give one of candidate, cmd= or adapter=")
+            cand = as_candidate(candidate, timeout=timeout)
+        else:
+            cand = Candidate(cmd=cmd, adapter=adapter, timeout=timeout)
+        result = fuzz(cand, examples=examples, max_params=max_params, require=require, profile=profile,
+                      config_kwargs=config_kwargs or None, derandomize=derandomize, progress=False)
         if result.failure is not None:
             raise AssertionError(result.render())
         return result

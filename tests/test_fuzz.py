@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -178,7 +180,8 @@ def test_c_candidate_is_bit_exact(c_init):
 
 def test_c_candidate_bug_via_cli(c_init, tmp_path, capsys):
     cmd = TEMPLATE.format(exe=c_init / "init_bug")
-    code = main(["fuzz", "--cmd", cmd, "--examples", "40", "--max-params", "5000", "--json", "-"])
+    code = main(["fuzz", "--cmd", cmd, "--examples", "40", "--max-params", "5000",
+                 "--hypothesis-seed", "1", "--json", "-"])
     assert code == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema"] == "gpt2-verify/fuzz/1" and doc["verdict"] == "fail"
@@ -186,6 +189,7 @@ def test_c_candidate_bug_via_cli(c_init, tmp_path, capsys):
     assert set(f["config"]) == {"layers", "channels", "heads", "vocab", "padded_vocab", "max_seq_len",
                                 "descriptor"}
     assert f["config"]["layers"] == 3 and f["report"]["verdict"] in ("distribution", "mismatch")
+    assert (f["config"]["channels"], f["config"]["vocab"], f["config"]["max_seq_len"]) == (1, 1, 1)
     # the printed command reproduces the failure
     out = tmp_path / "repro.bin"
     repro = f["command"].replace("candidate-out", str(out))
@@ -217,3 +221,111 @@ def test_pytest_helper(gpt2_fuzz):
     with pytest.raises(AssertionError, match="smallest failing config: L=3"):
         gpt2_fuzz(candidates.residual_scale_from_l3, examples=40, max_params=3000)
 
+
+
+
+# ---- adapters in a child process, candidate forms, the plugin in a user's project ------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+BROKEN_ADAPTER = """
+from tests.candidates import correct
+
+def init(config, seed):
+    if config.channels % 2:
+        raise ValueError(f"channels must be even, got {config.channels}")
+    return correct(config, seed)
+"""
+
+
+def test_adapter_file_crash_is_reported_and_reproduced(tmp_path, capsys, monkeypatch):
+    adapter = tmp_path / "my_init.py"
+    adapter.write_text(BROKEN_ADAPTER)
+    monkeypatch.chdir(REPO)  # the adapter imports tests.candidates, like a user's module its package
+    code = main(["fuzz", "--adapter", f"{adapter}:init", "--examples", "6", "--max-params", "2000",
+                 "--hypothesis-seed", "3", "--json", "-"])
+    assert code == 1
+    f = json.loads(capsys.readouterr().out)["failure"]
+    assert f["config"]["channels"] == 1 and f["report"] is None
+    assert f["error"] == "crashed: exited with status 1"
+    assert "ValueError: channels must be even, got 1" in f["output_tail"]
+    # the reproducing Python call raises the same error
+    run = subprocess.run(f["command"].replace("python", sys.executable, 1), shell=True, cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "channels must be even, got 1" in run.stderr
+
+
+def test_candidate_forms_and_seed_strategy():
+    from hypothesis import strategies as st
+
+    from verify.compare.candidate import as_candidate
+    assert as_candidate("tests.candidates:correct").adapter == "tests.candidates:correct"
+    assert as_candidate("./init -o {out}").cmd == "./init -o {out}"
+    assert as_candidate(candidates.correct, timeout=3).function is candidates.correct
+    with pytest.raises(TypeError, match="command template"):
+        as_candidate(42)
+    seen = []
+
+    def spy(cfg, seed):
+        seen.append(seed)
+        return candidates.correct(cfg, seed)
+
+    result = fuzz(spy, examples=5, seed_strategy=st.just(7), **FAST)
+    assert result.verdict == "pass" and set(seen) == {7}
+    assert result.to_dict()["shrink_runs"] == 0
+
+
+def test_failure_json_counts_shrinking():
+    result = fuzz(candidates.residual_scale_from_l3, examples=60, **FAST)
+    doc = result.to_dict()
+    assert doc["verdict"] == "fail" and 0 < doc["shrink_runs"] < doc["examples_run"]
+    assert doc["failure"]["report"]["verdict"] in ("distribution", "mismatch")
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON all the way down
+
+
+USER_TEST = """
+import numpy as np
+
+from reference.init import init_tensors
+
+
+def good_init(config, seed):
+    return init_tensors(config, seed, "llmc")
+
+
+def off_by_scale(config, seed):
+    out = init_tensors(config, seed, "llmc")
+    if config.vocab > 3:
+        out["wte"] = out["wte"] * np.float32(1.5)
+    return out
+
+
+def test_good(gpt2_fuzz):
+    gpt2_fuzz(good_init, examples=4, max_params=2000, derandomize=True)
+
+
+def test_bad(gpt2_fuzz):
+    gpt2_fuzz(off_by_scale, examples=30, max_params=2000, derandomize=True)
+"""
+
+
+def test_pytest_helper_in_a_users_project(tmp_path):
+    # the fixture comes from the installed plugin (entry point), in a project of someone else's
+    (tmp_path / "test_user_init.py").write_text(USER_TEST)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                          "test_user_init.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 failed, 1 passed" in run.stdout, run.stdout
+    assert "AssertionError: fuzz: FAIL" in run.stdout
+    assert "smallest failing config: L=1" in run.stdout and "V=4" in run.stdout, run.stdout
+    assert "reproduce: test_user_init.off_by_scale(GPTConfig(" in run.stdout
+
+
+@pytest.mark.slow
+def test_bigger_runs_find_and_shrink_every_planted_bug():
+    for bug, layers in ((candidates.residual_scale_from_l3, 3), (candidates.keeps_spare_normal, None)):
+        result = fuzz(bug, examples=300, max_params=100_000, hypothesis_seed=2026)
+        assert result.verdict == "fail", result.render()
+        if layers:
+            assert result.failure.config.layers == layers
+    assert fuzz(candidates.correct, examples=200, max_params=100_000, derandomize=True).verdict == "pass"

@@ -26,7 +26,7 @@ def cmd_fuzz(args) -> int:
     candidate = Candidate(cmd=args.cmd, adapter=args.adapter, timeout=args.timeout)
     try:
         result = fuzz(candidate, examples=args.examples, max_params=args.max_params, require=args.require,
-                      profile=args.profile)
+                      profile=args.profile, hypothesis_seed=args.hypothesis_seed)
     except InvalidArgument as e:
         raise InputError(None, f"fuzz: {' '.join(str(e).split())}") from None
     if args.json:
@@ -51,5 +51,7 @@ def register(sub) -> None:
                    help="the grade every example must reach (close)")
     q.add_argument("--profile", choices=PROFILES, default="llmc", help="the reference profile (llmc)")
     q.add_argument("--timeout", type=float, default=60.0, help="seconds per candidate run (60)")
+    q.add_argument("--hypothesis-seed", type=int, metavar="N",
+                   help="draw the same examples on every run (default: fresh ones each run)")
     q.add_argument("--json", metavar="PATH", help="write the result as JSON ('-': stdout, JSON only)")
     q.set_defaults(func=cmd_fuzz)

@@ -10,12 +10,37 @@ from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from .common import add_config_args, check_seed, config_from_args, emit_json
 
 
-def _model_config(args):
-    from reference.config import GPTConfig
+def _model(args):
+    """(config, weights or None for the probe/plain init, weights label). --model is a checkpoint
+    file (its weights are used as they are) or a descriptor."""
+    from reference.config import ConfigError, GPTConfig, from_descriptor
 
+    if args.model is not None:
+        if args.descriptor is not None or args.layers is not None:
+            raise InputError(None, "give --model or a descriptor / --layers/--channels/--heads, not both")
+        if os.path.isfile(args.model):
+            return _model_file(args)
+        try:
+            return from_descriptor(args.model), None, None
+        except ConfigError as e:
+            raise InputError(args.model, f"neither a file nor a model descriptor ({e})") from None
     if args.descriptor is None and args.layers is None:  # the default small random config
-        return GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)
-    return config_from_args(args)
+        return GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64), None, None
+    return config_from_args(args), None, None
+
+
+def _model_file(args):
+    import numpy as np
+
+    from ..formats.checkpoint import check_finite, open_checkpoint
+
+    if args.plain_init:
+        raise InputError(None, "--plain-init picks the reference init: not with --model FILE")
+    check_finite(args.model)  # NaN/inf weights: InputError naming the tensor and index
+    with open_checkpoint(args.model) as ck:
+        cfg = ck.config
+        params = {s.name: np.array(ck.tensor_f32(s.name), dtype=np.float32) for s in ck.specs}
+    return cfg, params, f"file:{args.model}"
 
 
 def _check_sizes(args, cfg) -> None:
@@ -28,7 +53,7 @@ def _check_sizes(args, cfg) -> None:
 def cmd_debug_state(args) -> int:
     from ..llmc.harness import prepare
 
-    cfg = _model_config(args)
+    cfg, params, weights = _model(args)
     check_seed(args.seed)
     _check_sizes(args, cfg)
     out = Path(args.output)
@@ -37,17 +62,18 @@ def cmd_debug_state(args) -> int:
     except OSError as e:
         raise InputError(out, f"cannot create: {e.strerror or e}") from None
     exp = prepare(out, cfg, seed=args.seed, batch=args.batch, seq=args.seq, plain=args.plain_init,
-                  need_train=False)
+                  need_train=False, params=params, profile=args.profile)
     print(f"wrote {out}/gpt2_124M.bin, gpt2_124M_debug_state.bin (B={exp.test_B}, T={exp.test_T}, "
           f"reference loss {exp.loss:.6f}), gpt2_tokenizer.bin and "
-          f"dev/data/tinyshakespeare/tiny_shakespeare_{{train,val}}.bin for {cfg.describe()}")
+          f"dev/data/tinyshakespeare/tiny_shakespeare_{{train,val}}.bin for {cfg.describe()} "
+          f"({weights or ('plain init' if args.plain_init else 'probe weights')})")
     return EXIT_OK
 
 
 def cmd_llmc(args) -> int:
     from ..llmc.harness import run_harness
 
-    cfg = _model_config(args)
+    cfg, params, weights = _model(args)
     check_seed(args.seed)
     _check_sizes(args, cfg)
     tests, trains = list(args.test_bin or []), list(args.train_bin or [])
@@ -66,7 +92,8 @@ def cmd_llmc(args) -> int:
             raise InputError(b, "not an executable file")
     report = run_harness(cfg, test_bins=tests, train_bins=trains, seed=args.seed, batch=args.batch,
                          seq=args.seq, plain=args.plain_init, steps=args.steps, timeout=args.timeout,
-                         determinism=not args.no_determinism)
+                         determinism=not args.no_determinism, params=params, weights=weights,
+                         profile=args.profile)
     if args.json:
         emit_json(args.json, report.to_dict())
     if args.json != "-":
@@ -76,8 +103,14 @@ def cmd_llmc(args) -> int:
 
 def _common(q) -> None:
     add_config_args(q)
-    q.add_argument("--batch", type=int, default=4, help="B of the debug state (4)")
-    q.add_argument("--seq", type=int, default=64, help="T of the debug state (64, at most maxT)")
+    q.add_argument("--model", metavar="FILE|DESCRIPTOR",
+                   help="an llm.c checkpoint whose weights are used as they are (fp32 or bf16; written "
+                        "back as fp32 version 3, what the CPU binaries read), or a descriptor such as "
+                        "d12 (slow: test_gpt2 on d12 takes ~1 min on 2 cores). Default: L2 C64 V1000 "
+                        "with the probe weights")
+    q.add_argument("--batch", type=int, default=2, help="B of the debug state (2; small batches make "
+                                                         "optimizer errors visible, verify/llmc/harness.py)")
+    q.add_argument("--seq", type=int, default=16, help="T of the debug state (16, at most maxT)")
     q.add_argument("--plain-init", action="store_true",
                    help="use the reference init as it is instead of the probe weights "
                         "(verify/llmc/harness.py)")

@@ -65,7 +65,12 @@ class CandidateResult:
     model: ModelFile | None
     error: str | None  # one line: what went wrong
     command: str  # how to run this candidate for this config again
-    output_tail: str = ""  # last lines of its stdout + stderr
+    output_tail: str = ""  # last lines of its stdout + stderr (merged, in the order written)
+
+    @property
+    def stderr_tail(self) -> str:
+        """The candidate's last output lines (stderr and stdout are captured as one stream)."""
+        return self.output_tail
 
 
 def _tail(text: str) -> str:
@@ -130,8 +135,12 @@ class Candidate:
             return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}({config}, {seed})"
         if self.adapter:
             module, fn = self.adapter.rsplit(":", 1)
-            return (f"python -c 'from reference.config import GPTConfig; import {module} as m; "
-                    f"print(m.{fn}({config}, {seed}))'")
+            if module.endswith(".py") or os.sep in module:
+                load = (f"import runpy; m = runpy.run_path({module!r}); "
+                        f"print(m[{fn!r}]({config}, {seed}))")
+            else:
+                load = f"import {module} as m; print(m.{fn}({config}, {seed}))"
+            return shlex.join(["python", "-c", f"from reference.config import GPTConfig; {load}"])
         return shlex.join(self.argv(cfg, seed, out))
 
     def run(self, cfg: GPTConfig, seed: int, workdir: str) -> CandidateResult:
@@ -184,15 +193,42 @@ class Candidate:
             return CandidateResult(None, f"returned something unreadable: {e}", command)
 
 
-def run_candidate(candidate: Candidate, cfg: GPTConfig, seed: int) -> CandidateResult:
+def as_candidate(candidate, *, timeout: float | None = None) -> Candidate:
+    """A Candidate from what a user gives: a Candidate, a callable fn(config, seed), a command
+    template (a string with {out}) or an adapter string "module:function"."""
+    if isinstance(candidate, Candidate):
+        if timeout is not None and timeout != candidate.timeout:
+            candidate = Candidate(cmd=candidate.cmd, adapter=candidate.adapter, function=candidate.function,
+                                  timeout=timeout)
+        return candidate
+    t = 60.0 if timeout is None else timeout
+    if callable(candidate):
+        return Candidate(function=candidate, timeout=t)
+    if isinstance(candidate, str):
+        if "{" in candidate or any(c.isspace() for c in candidate.strip()):
+            return Candidate(cmd=candidate, timeout=t)
+        return Candidate(adapter=candidate, timeout=t)
+    raise TypeError(f"a candidate is a callable fn(config, seed), a command template with {{out}} or "
+                    f"'module:function', not {type(candidate).__name__}")
+
+
+def run_candidate(candidate, cfg: GPTConfig, seed: int, *, timeout: float | None = None) -> CandidateResult:
+    """Run the candidate (anything as_candidate accepts) for (cfg, seed); never raises for the
+    candidate's own failures (crash, timeout, no output, unreadable output): see .error."""
+    candidate = as_candidate(candidate, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="gpt2v-candidate-") as d:
         res = candidate.run(cfg, seed, d)
-        if res.model is not None and res.model.format != "llmc":
-            return res  # its arrays are in memory (npz, torch, safetensors loaded)
-        if res.model is not None:  # an llm.c checkpoint is read lazily: keep a copy
-            import numpy as np
-            tensors = {s.name: np.array(res.model.tensor(s.name)) for s in cfg.tensors()}
-            model = model_from_mapping(tensors, source=res.model.path, config=cfg, fmt="llmc",
-                                       stored={s.name: res.model.dtype for s in cfg.tensors()})
-            return dataclasses.replace(res, model=model)
-        return res
+        if res.model is None or candidate.function is not None:
+            return res
+        # the temporary directory goes away: name the output as the reproducing command does
+        label = (f"output of {candidate.adapter}" if candidate.adapter
+                 else "candidate-out" + os.path.basename(res.model.path)[len("out"):])
+        if res.model.format != "llmc":  # its arrays are in memory (npz, torch, safetensors loaded)
+            return dataclasses.replace(res, model=dataclasses.replace(res.model, path=label))
+        import numpy as np  # an llm.c checkpoint is read lazily: keep a copy
+
+        with res.model as m:
+            tensors = {s.name: np.array(m.tensor(s.name)) for s in cfg.tensors()}
+            stored = {s.name: m.dtype for s in cfg.tensors()}
+        model = model_from_mapping(tensors, source=label, config=cfg, fmt="llmc", stored=stored)
+        return dataclasses.replace(res, model=model)

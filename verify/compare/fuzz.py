@@ -10,28 +10,35 @@ JSON (schema "gpt2-verify/fuzz/1"):
     schema, tool, version
     verdict        "pass" | "fail"
     candidate      how the candidate was given (command template, adapter or callable)
-    require, profile, examples_run, max_params
+    require, profile, max_params
+    hypothesis_seed  the --hypothesis-seed that repeats this run, or null (fresh examples)
+    examples_run   how many times the candidate ran in all (drawn examples + shrinking)
+    shrink_runs    of those, how many were spent shrinking a failure (0 on pass)
     failure        null, or the minimal failing example:
                    {"config": {"layers", "channels", "heads", "vocab", "padded_vocab",
                                "max_seq_len", "descriptor"},
                     "seed", "command" (runs the candidate for that config),
                     "error" (null, or why the candidate itself failed: crash, timeout, no output),
                     "output_tail", "report" (the compare report, gpt2-verify/compare/1, or null)}
+    note           null, or why the failure is doubtful (it did not reproduce every time)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Callable
 
+import hypothesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Flaky
+from hypothesis.strategies import SearchStrategy
 
 from reference.config import GPTConfig
 
 from .. import __version__
 from ..strategies import gpt2_configs, seeds
-from .candidate import Candidate, run_candidate
+from .candidate import Candidate, as_candidate, run_candidate
 from .compare import compare
 from .report import check_require
 
@@ -62,6 +69,8 @@ class FuzzResult:
     examples_run: int
     failure: Failure | None
     note: str | None = None
+    shrink_runs: int = 0
+    hypothesis_seed: int | None = None
 
     @property
     def verdict(self) -> str:
@@ -70,7 +79,8 @@ class FuzzResult:
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "tool": "gpt2-verify", "version": __version__, "verdict": self.verdict,
                 "candidate": self.candidate, "require": self.require, "profile": self.profile,
-                "examples_run": self.examples_run, "max_params": self.max_params,
+                "examples_run": self.examples_run, "shrink_runs": self.shrink_runs,
+                "max_params": self.max_params, "hypothesis_seed": self.hypothesis_seed,
                 "failure": self.failure.to_dict() if self.failure else None, "note": self.note}
 
     def render(self) -> str:
@@ -78,7 +88,8 @@ class FuzzResult:
             return (f"fuzz: pass: {self.examples_run} examples, every one at least {self.require} "
                     f"({self.candidate}, profile {self.profile})")
         f = self.failure
-        lines = [f"fuzz: FAIL after {self.examples_run} examples ({self.candidate})",
+        found = self.examples_run - self.shrink_runs
+        lines = [f"fuzz: FAIL at example {found}, shrunk in {self.shrink_runs} more runs ({self.candidate})",
                  f"smallest failing config: {f.config.describe()}, seed {f.seed}",
                  f"reproduce: {f.command}"]
         if self.note:
@@ -94,34 +105,53 @@ class FuzzResult:
         return "\n".join(lines)
 
 
-def fuzz(candidate: Candidate, *, examples: int = 50, max_params: int = 200_000, require: str = "close",
-         profile: str = "llmc", config_kwargs: dict | None = None, derandomize: bool = False,
+def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_params: int = 200_000,
+         require: str = "close", profile: str = "llmc", timeout: float | None = None,
+         seed_strategy: SearchStrategy[int] | None = None, config_kwargs: dict | None = None,
+         derandomize: bool = False, hypothesis_seed: int | None = None,
          progress: bool | None = None) -> FuzzResult:
     """Run the property "candidate(config, seed) grades at least `require`" over Hypothesis-drawn
-    configs and seeds; return the minimal failing example, if any."""
+    configs and seeds; return the minimal failing example, if any.
+
+    candidate: a Candidate, a callable fn(config, seed) -> {name: array} (run in this process,
+    no timeout), a command template with {out} or "module:function" (both run in a child process,
+    killed after `timeout` seconds, 60 by default). max_params bounds the drawn models;
+    config_kwargs go to verify.strategies.gpt2_configs; seed_strategy replaces
+    verify.strategies.seeds(); derandomize=True or hypothesis_seed=N makes the run repeatable
+    (the same examples every time; N picks which). progress: a line per
+    example on stderr (default: when stderr is a terminal).
+    """
     check_require(require)
+    candidate = as_candidate(candidate, timeout=timeout)
     show = sys.stderr.isatty() if progress is None else progress
-    state = {"runs": 0, "last": None}
+    state = {"runs": 0, "found_at": 0, "last": None}
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
               print_blob=False, report_multiple_bugs=False,
               phases=(Phase.explicit, Phase.generate, Phase.shrink),
               suppress_health_check=list(HealthCheck))
-    @given(cfg=gpt2_configs(max_params=max_params, **(config_kwargs or {})), seed=seeds())
+    @given(cfg=gpt2_configs(max_params=max_params, **(config_kwargs or {})),
+           seed=seeds() if seed_strategy is None else seed_strategy)
     def prop(cfg: GPTConfig, seed: int) -> None:
         state["runs"] += 1
         res = run_candidate(candidate, cfg, seed)
         if res.error:
-            state["last"] = Failure(cfg, seed, res.command, res.error, res.output_tail, None)
+            failure = Failure(cfg, seed, res.command, res.error, res.output_tail, None)
         else:
-            report = compare(res.model, against=cfg, seed=seed, profile=profile, require=require)
+            report = compare(res.model, against=cfg, seed=seed, profile=profile, require=require,
+                             progress=False)  # one progress line per example instead
             if report.passed():
                 _say(show, state["runs"], cfg, seed, report.verdict)
                 return
-            state["last"] = Failure(cfg, seed, res.command, None, res.output_tail, report)
+            failure = Failure(cfg, seed, res.command, None, res.output_tail, report)
+        # Hypothesis re-raises the minimal failure last, so the last failure recorded is the minimal one
+        state["last"] = failure
+        state["found_at"] = state["found_at"] or state["runs"]
         _say(show, state["runs"], cfg, seed, "FAIL")
-        raise AssertionError(state["last"].error or state["last"].report.summary())
+        raise AssertionError(failure.error or failure.report.summary())
 
+    if hypothesis_seed is not None:
+        prop = hypothesis.seed(hypothesis_seed)(prop)
     note, failed = None, False
     try:
         prop()  # raises the minimal failing example's AssertionError after shrinking
@@ -130,8 +160,12 @@ def fuzz(candidate: Candidate, *, examples: int = 50, max_params: int = 200_000,
     except Flaky as e:
         failed = True
         note = f"the failure did not reproduce every time (flaky candidate): {str(e).splitlines()[0]}"
+    finally:
+        if show and state["runs"]:
+            print(file=sys.stderr, flush=True)  # end the progress line
+    shrink_runs = state["runs"] - state["found_at"] if failed else 0
     return FuzzResult(candidate.describe(), require, profile, max_params, state["runs"],
-                      state["last"] if failed else None, note)
+                      state["last"] if failed else None, note, shrink_runs, hypothesis_seed)
 
 
 def _say(show: bool, n: int, cfg: GPTConfig, seed: int, verdict: str) -> None:

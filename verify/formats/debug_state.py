@@ -57,7 +57,10 @@ def expected_size(cfg: GPTConfig, B: int, T: int) -> int:
     return HEADER_INTS * 4 + 8 * B * T + 4 * B * T * cfg.vocab + 4 + 4 * cfg.num_params_padded
 
 
-def read_debug_state(path: str | os.PathLike, cfg: GPTConfig) -> DebugState:
+def read_debug_state(path: str | os.PathLike, cfg: GPTConfig, *, require_finite: bool = False) -> DebugState:
+    """require_finite: reject NaN/inf in logits, loss and gradients (a debug state used as the
+    expected values). Off by default: a candidate's NaN gradients are a finding to judge, not
+    unreadable input."""
     header, size = read_header(path, magic=MAGIC, version=VERSION, what="an llm.c debug state")
     B, T = int(header[2]), int(header[3])
     if B <= 0 or T <= 0:
@@ -81,7 +84,25 @@ def read_debug_state(path: str | os.PathLike, cfg: GPTConfig) -> DebugState:
     off += 4 * B * T * cfg.vocab
     loss = float(np.fromfile(path, dtype="<f4", count=1, offset=off)[0])
     grads = np.fromfile(path, dtype="<f4", count=cfg.num_params_padded, offset=off + 4)
+    if require_finite:
+        if not np.isfinite(loss):
+            raise InputError(path, f"loss is {loss}")
+        for name, t in (("logits", logits), ("grads", grads)):
+            bad = ~np.isfinite(t)
+            if bad.any():
+                i = np.unravel_index(int(np.argmax(bad)), t.shape)
+                where = _grad_name(cfg, i[0]) if name == "grads" else str(list(map(int, i)))
+                raise InputError(path, f"{name} {where} = {float(t[i])} ({int(bad.sum())} non-finite "
+                                       f"value(s)): the expected values must be finite")
     return DebugState(x, y, logits, loss, grads)
+
+
+def _grad_name(cfg: GPTConfig, flat_index: int) -> str:
+    for s in cfg.tensors():
+        if s.offset <= flat_index < s.offset + s.numel:
+            idx = np.unravel_index(flat_index - s.offset, s.shape)
+            return f"d{s.name}{list(map(int, idx))}"
+    return f"[{flat_index}]"
 
 
 def write_debug_state(path: str | os.PathLike, cfg: GPTConfig, x, y, logits, loss: float,

@@ -12,8 +12,10 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 
 
-def read_header(path: str | os.PathLike, *, magic: int, version: int, what: str) -> tuple[np.ndarray, int]:
-    """(the 256 header ints, the file size); InputError naming the file for anything wrong."""
+def read_header(path: str | os.PathLike, *, magic: int, version: int | None,
+                what: str) -> tuple[np.ndarray, int]:
+    """(the 256 header ints, the file size); InputError naming the file for anything wrong.
+    version None: the caller checks it (formats with several versions)."""
     try:
         size = os.path.getsize(path)
         header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
@@ -23,6 +25,6 @@ def read_header(path: str | os.PathLike, *, magic: int, version: int, what: str)
         raise InputError(path, f"file is {size} bytes: too short for the {HEADER_BYTES}-byte header")
     if header[0] != magic:
         raise InputError(path, f"bad magic {int(header[0])}: not {what} ({magic})")
-    if header[1] != version:
+    if version is not None and header[1] != version:
         raise InputError(path, f"{what} version {int(header[1])}; only version {version} is known")
     return header, size
