@@ -13,10 +13,11 @@ from reference.config import ConfigError
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
-from . import compare_cmds, fuzz_cmds, llmc_cmds, model_cmds, numerics_cmds
+from . import ablate_cmds, bench_cmds, compare_cmds, fuzz_cmds, llmc_cmds, model_cmds, numerics_cmds, report_cmds
 from .common import Parser
 
-GROUPS = (model_cmds, compare_cmds, fuzz_cmds, numerics_cmds, llmc_cmds)
+GROUPS = (model_cmds, compare_cmds, fuzz_cmds, numerics_cmds, llmc_cmds, ablate_cmds, report_cmds,
+          bench_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
