@@ -25,6 +25,7 @@ from verify.numerics import numpy_forward  # noqa: E402
 from verify.numerics.model import (  # noqa: E402
     ADAMW,
     AdamW,
+    TorchModel,
     TrainState,
     adamw_step,
     clip_scale,
@@ -457,3 +458,23 @@ def test_cuda_device_matches_cpu():
     for name in TENSOR_NAMES:
         scale = max(1.0, np.abs(cpu.grads[name]).max())
         assert np.max(np.abs(gpu.grads[name] - cpu.grads[name])) <= 1e-10 * scale, name
+
+
+@pytest.mark.parametrize("opt", [ADAMW["test_gpt2.c"], ADAMW["test_gpt2.cu"],
+                                 AdamW(0.05, 0.9, 0.95, 1e-8, 0.1, grad_clip=0.01, decay_scope="matrices")],
+                         ids=["test_gpt2.c", "test_gpt2.cu", "clipped"])
+def test_torch_model_trains_as_train_steps(opt):
+    # the device-resident loop (ablate, bench) against the numpy-moment loop, in float64
+    cfg = GPTConfig(2, 32, 4, vocab=50, max_seq_len=16)
+    params = init_tensors(cfg, seed=1)
+    x, y = random_tokens(cfg, batch=2, seq=8, seed=0)
+    want = train_steps(cfg, params, x, y, steps=4, optimizer=opt, dtype="float64")
+    model = TorchModel(cfg, params, dtype="float64")
+    got = []
+    for _ in range(4):
+        loss = model.loss(x, y)
+        got.append(float(loss.detach()))
+        loss.backward()
+        model.step(opt)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert model.t == 4 and all(p.grad is None for p in model.params.values())

@@ -337,3 +337,106 @@ def train_steps(cfg: GPTConfig, params: Mapping[str, np.ndarray] | None, tokens:
         state.step += 1
         adamw_step(state.params, fb.grads, state.m, state.v, state.step, optimizer)
     return losses
+
+
+class TorchModel:
+    """The reference model held as torch tensors on a device, for training loops and benchmarks.
+
+    `forward_backward` and `train_steps` take and return numpy arrays (the judge's interface:
+    every call starts from the caller's values). A loop of hundreds of steps (`ablate`) or a
+    timing (`bench`) keeps parameters, gradients and AdamW moments on the device instead;
+    the math is the same `_forward` and the same llm.c AdamW as `adamw_step`.
+
+        model = TorchModel(cfg, params, dtype="float32", device="cpu")
+        loss = model.loss(x, y)         # forward; x, y int (B, T) numpy or torch
+        loss.backward()                 # gradients in model.params[name].grad
+        model.step(opt)                 # clip (if opt says so), AdamW update, zero the grads
+    """
+
+    def __init__(self, cfg: GPTConfig, params: Mapping[str, np.ndarray], *, dtype: str = "float32",
+                 device: str = "cpu"):
+        torch = self.torch = _torch()
+        _check_params(cfg, params)
+        self.cfg, self.device = cfg, device
+        tdt = getattr(torch, _check_dtype(dtype))
+        self.params = {name: torch.tensor(np.asarray(params[name]), dtype=tdt, device=device)
+                       .requires_grad_(True) for name in TENSOR_NAMES}
+        self.m = {name: torch.zeros_like(p) for name, p in self.params.items()}
+        self.v = {name: torch.zeros_like(p) for name, p in self.params.items()}
+        self.t = 0  # updates done; the next uses t + 1
+
+    def _tokens(self, tokens, what: str):
+        if isinstance(tokens, np.ndarray):
+            tokens = self.torch.from_numpy(_check_tokens(self.cfg, tokens, what, limit=self.cfg.vocab))
+        return tokens.to(self.device, dtype=self.torch.long)
+
+    def loss(self, tokens, targets, *, autocast: str | None = None, keep_activations: bool = False):
+        """Mean cross-entropy over the first V logits (a 0-d tensor); with keep_activations,
+        (loss, {"block<l>": residual stream after block l}). autocast: e.g. "bfloat16" runs the
+        forward under torch.autocast on the model's device (mixed precision, as llm.c's CUDA
+        build trains)."""
+        torch = self.torch
+        idx, tgt = self._tokens(tokens, "tokens"), self._tokens(targets, "targets")
+        ctx = (torch.autocast(device_type=torch.device(self.device).type, dtype=getattr(torch, autocast))
+               if autocast else _nullcontext())
+        with ctx:
+            logits_p, acts = _forward(torch, self.cfg, self.params, idx, keep_activations=keep_activations)
+            logits = logits_p[..., :self.cfg.vocab]  # (B, T, V)
+            if logits.dtype in (torch.bfloat16, torch.float16):  # autocast: softmax in float32
+                logits = logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            loss = -logp.gather(-1, tgt[..., None]).mean()
+        return (loss, acts) if keep_activations else loss
+
+    def grad_norms(self) -> dict[str, list[float]]:
+        """L2 norm of each tensor's gradient, per layer for the (L, ...) tensors."""
+        out = {}
+        for name, p in self.params.items():
+            g = p.grad
+            if g is None:
+                out[name] = [0.0] * (self.cfg.layers if p.dim() > 1 and p.shape[0] == self.cfg.layers
+                                     and name not in ("wte", "wpe") else 1)
+                continue
+            g = g.detach().double()
+            if name in ("wte", "wpe", "lnfw", "lnfb"):
+                out[name] = [float(g.norm())]
+            else:
+                out[name] = [float(x) for x in g.reshape(self.cfg.layers, -1).norm(dim=1)]
+        return out
+
+    def step(self, opt: AdamW) -> float:
+        """One llm.c AdamW update from the current gradients (as `adamw_step`: clip scale from the
+        global norm when opt.grad_clip is set, weight decay per opt.decay_scope), then zero the
+        gradients (llm.c gpt2_zero_grad). Returns the global gradient norm before clipping."""
+        torch = self.torch
+        with torch.no_grad():
+            grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p))
+                     for n, p in self.params.items()}
+            norm = math.sqrt(sum(float(g.double().square().sum()) for g in grads.values()))
+            scale = opt.grad_clip / norm if opt.grad_clip is not None and norm > opt.grad_clip else 1.0
+            self.t += 1
+            b1c = 1.0 - opt.beta1 ** self.t
+            b2c = 1.0 - opt.beta2 ** self.t
+            for name, p in self.params.items():
+                g = grads[name] * scale
+                m, v = self.m[name], self.v[name]
+                m.mul_(opt.beta1).add_(g, alpha=1.0 - opt.beta1)
+                v.mul_(opt.beta2).addcmul_(g, g, value=1.0 - opt.beta2)
+                update = (m / b1c) / ((v / b2c).sqrt() + opt.eps)
+                wd = opt.weight_decay if opt.decays(name) else 0.0
+                if wd:
+                    update = update + wd * p
+                p.sub_(opt.lr * update)
+                p.grad = None
+        return norm
+
+    def numpy_params(self) -> dict[str, np.ndarray]:
+        return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
