@@ -59,6 +59,15 @@ def _transform(k: np.ndarray, std: np.float32, mean: np.float32,
     return out.reshape(-1)
 
 
+def box_muller16(k: np.ndarray, *, profile: str = "llmc") -> np.ndarray:
+    """Standard normals (float32) from blocks of 16 24-bit uniforms k (16 B values -> 16 B values):
+    the profile's n >= 16 transform at std 1, mean 0 (the truncated-normal law's source)."""
+    check_profile(profile)
+    radius = tables.table("radius_eps" if profile == "llmc" else "radius")
+    sincos64 = tables.table("sincos").view(np.uint64).reshape(-1)
+    return _transform(np.asarray(k).reshape(-1, 16), np.float32(1.0), np.float32(0.0), radius, sincos64)
+
+
 def _normal_fill(stream: MT19937, n: int, std: np.float32, mean: np.float32, profile: str,
                  chunk: int) -> Iterator[np.ndarray]:
     radius = tables.table("radius_eps" if profile == "llmc" else "radius")

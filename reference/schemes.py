@@ -1,0 +1,603 @@
+"""Init schemes: each of llm.c's 16 tensors, given the config and layer, gets a law.
+
+A law is one of normal(std), uniform(-bound, bound), truncnormal(std, cut at +-k std) or a
+constant. A scheme is data: a name, one formula, a citation and a rule (`Scheme.rule`) that
+maps a tensor to its law. `resolve(name, cfg)` applies the rule to every tensor and layer and
+the user's overrides on top (`--set wpe.std=0.01`); `reference.init` draws the result.
+
+Fans follow PyTorch's convention (torch.nn.init._calculate_fan_in_and_fan_out: a weight of
+shape (out, in) has fan_in = in, fan_out = out), on llm.c's (out, in) weights:
+
+    tensor     per-layer shape   fan_in   fan_out
+    wte        (V, C)            C        V          an embedding: (num_embeddings, dim)
+    wpe        (maxT, C)         C        maxT
+    qkvw       (3C, C)           C        3C
+    attprojw   (C, C)            C        C          output projection (residual branch)
+    fcw        (4C, C)           C        4C
+    fcprojw    (C, 4C)           4C       C          output projection (residual branch)
+    biases     (out,)            the fan_in of their layer's weight (nn.Linear's bias bound)
+
+wte's padded rows V..Vp are zero under every scheme (llm.c never draws them) and count for
+nothing in its fans.
+
+Drawing (all schemes, both profiles) uses the one mt19937 stream, one call per random part
+in llm.c's draw order generalised: wte, wpe, then for each layer its tensors in checkpoint
+order (ln1w ... fcprojb), then lnfw, lnfb; a tensor is drawn only where its law is random.
+Under `gpt2` that is exactly llm.c's order (wte, wpe, per layer qkvw, attprojw, fcw,
+fcprojw). How each law turns stream words into float32 values, exactly:
+
+- normal(std): reference.normal.normal_ with the profile's rules (llm.c's normal_ in
+  llmc/rand.h, or PyTorch's CPU normal_), std rounded to float32 as the profile does.
+- uniform(-a, a): one u32 per value; k = its low 24 bits (llm.c's randfloat32 and PyTorch's
+  uniform_real_distribution<float> both mask these), a32 = float32(a). llmc profile:
+  RN32(a32 * (k - 2^23) / 2^23): (k - 2^23) / 2^23 is exact in float32, so one rounding; these
+  are the bits of PyTorch's CPU `torch.empty(n).uniform_(-a, a)` after manual_seed with its
+  AVX2 / AVX512 kernels. torch profile: PyTorch's scalar kernel (ATEN_CPU_CAPABILITY=default),
+  RN32(RN32(k 2^-24 * 2 a32) - a32), two roundings (up to half the values 1 ulp apart).
+- truncnormal(std, k): standard normals z from consecutive blocks of 16 words with llm.c's
+  Box-Muller (reference.normal.box_muller16, the llmc profile's n >= 16 transform at std 1);
+  values with |z| <= k (compared in float64) are kept in order, the rest rejected; value =
+  RN32(z * float32(std)). The call consumes whole blocks up to the one holding its n-th kept
+  value; the remainder of that block is discarded. (PyTorch's trunc_normal_ inverts the CDF
+  with erfinv, whose float bits are libm's; rejection keeps the bits machine-independent.)
+- constant: no draws.
+
+Scheme parameters are real numbers in float64 (Python floats; math.sqrt is correctly
+rounded, so they are the same on every machine); drawing rounds them to float32 once.
+Under `gpt2` the stds are llm.c's float32 arithmetic exactly (reference.init.init_std).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .config import BASE_STD, TENSOR_NAMES, GPTConfig, parameter_table
+
+KINDS = ("normal", "uniform", "truncnormal", "constant")
+OUTPUT_PROJECTIONS = ("attprojw", "fcprojw")  # write into the residual stream
+WEIGHTS = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
+EMBEDDINGS = ("wte", "wpe")
+BIAS_OF = {"qkvb": "qkvw", "attprojb": "attprojw", "fcb": "fcw", "fcprojb": "fcprojw"}
+LAYERNORM = {"ln1w": 1.0, "ln1b": 0.0, "ln2w": 1.0, "ln2b": 0.0, "lnfw": 1.0, "lnfb": 0.0}
+OVERRIDE_FIELDS = ("std", "bound", "k", "value", "scale")
+
+
+# ---- laws -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Law:
+    """normal(std) | uniform(-bound, bound) | truncnormal(std, |z| <= k) | constant(value)."""
+
+    kind: str
+    std: float = 0.0  # normal, truncnormal: std of the (untruncated) normal
+    bound: float = 0.0  # uniform
+    k: float = 0.0  # truncnormal: cut at +-k std
+    value: float = 0.0  # constant
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"law kind {self.kind!r}: use one of {KINDS}")
+        for field in {"normal": ("std",), "truncnormal": ("std", "k"), "uniform": ("bound",),
+                      "constant": ()}[self.kind]:
+            x = getattr(self, field)
+            if not (math.isfinite(x) and x > 0):
+                raise ValueError(f"{self.kind} law needs a finite positive {field}, got {x!r}")
+        if not math.isfinite(self.value):
+            raise ValueError(f"constant law needs a finite value, got {self.value!r}")
+
+    @property
+    def random(self) -> bool:
+        return self.kind != "constant"
+
+    @property
+    def sd(self) -> float:
+        """The law's standard deviation (0 for a constant)."""
+        if self.kind == "normal":
+            return self.std
+        if self.kind == "uniform":
+            return self.bound / math.sqrt(3.0)
+        if self.kind == "truncnormal":
+            return self.std * math.sqrt(truncnormal_variance(self.k))
+        return 0.0
+
+    @property
+    def mean(self) -> float:
+        return self.value if self.kind == "constant" else 0.0
+
+    def scaled(self, factor: float) -> "Law":
+        return dataclasses.replace(self, std=self.std * factor, bound=self.bound * factor,
+                                   value=self.value * factor)
+
+    def describe(self) -> str:
+        if self.kind == "normal":
+            return f"N(0, {self.std:.6g})"
+        if self.kind == "uniform":
+            return f"U(-{self.bound:.6g}, {self.bound:.6g})"
+        if self.kind == "truncnormal":
+            return f"TN(0, {self.std:.6g}, +-{self.k:g} std)"
+        return f"= {self.value:g}"
+
+    def to_dict(self) -> dict:
+        keys = {"normal": ("std",), "truncnormal": ("std", "k"), "uniform": ("bound",),
+                "constant": ("value",)}[self.kind]
+        return {"kind": self.kind, **{k: getattr(self, k) for k in keys}, "sd": self.sd}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Law":
+        return cls(d["kind"], **{k: float(d[k]) for k in ("std", "bound", "k", "value") if k in d})
+
+    # float64 density, distribution and quantile functions (plots, QQ lines, KS references)
+    def cdf(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.kind == "normal":
+            return _phi_cdf(x / self.std)
+        if self.kind == "uniform":
+            return np.clip((x + self.bound) / (2 * self.bound), 0.0, 1.0)
+        if self.kind == "truncnormal":
+            z = np.clip(x / self.std, -self.k, self.k)
+            lo = _phi_cdf(np.float64(-self.k))
+            return (_phi_cdf(z) - lo) / (1.0 - 2.0 * lo)
+        return (x >= self.value).astype(np.float64)
+
+    def pdf(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.kind in ("normal", "truncnormal"):
+            d = np.exp(-0.5 * (x / self.std) ** 2) / (self.std * math.sqrt(2 * math.pi))
+            if self.kind == "truncnormal":
+                d = np.where(np.abs(x) <= self.k * self.std, d / (1.0 - 2.0 * _phi_cdf(np.float64(-self.k))),
+                             0.0)
+            return d
+        if self.kind == "uniform":
+            return np.where(np.abs(x) <= self.bound, 1.0 / (2 * self.bound), 0.0)
+        return np.where(x == self.value, np.inf, 0.0)
+
+    def ppf(self, q) -> np.ndarray:
+        """Quantiles, by bisection on cdf (60 halvings: float64-exact for plotting)."""
+        q = np.asarray(q, dtype=np.float64)
+        if self.kind == "constant":
+            return np.full(q.shape, self.value)
+        if self.kind == "uniform":
+            return (2 * q - 1) * self.bound
+        half = (self.k if self.kind == "truncnormal" else 40.0) * self.std
+        lo, hi = np.full(q.shape, -half), np.full(q.shape, half)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            below = self.cdf(mid) < q
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        return 0.5 * (lo + hi)
+
+
+def _phi_cdf(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(-z / math.sqrt(2.0))
+
+
+def truncnormal_variance(k: float) -> float:
+    """Var of N(0, 1) restricted to [-k, k]: 1 - 2 k phi(k) / (2 Phi(k) - 1)."""
+    phi = math.exp(-0.5 * k * k) / math.sqrt(2 * math.pi)
+    mass = math.erf(k / math.sqrt(2.0))  # 2 Phi(k) - 1
+    return 1.0 - 2.0 * k * phi / mass
+
+
+def normal(std: float) -> Law:
+    return Law("normal", std=float(std))
+
+
+def uniform(bound: float) -> Law:
+    return Law("uniform", bound=float(bound))
+
+
+def truncnormal(std: float, k: float) -> Law:
+    return Law("truncnormal", std=float(std), k=float(k))
+
+
+def constant(value: float) -> Law:
+    return Law("constant", value=float(value))
+
+
+ZERO = constant(0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Rows [lo, hi) of one tensor (of one layer's slice for per-layer tensors) follow `law`.
+
+    Rows are the first axis of the per-layer shape (a 1-D tensor's rows are its elements).
+    `fixed` parts are the scheme's structure (wte's padded rows, muP's zero query), which
+    overrides do not touch."""
+
+    lo: int
+    hi: int
+    law: Law
+    fixed: bool = False
+
+
+# ---- fans -------------------------------------------------------------------------------------
+
+def fans(cfg: GPTConfig, name: str) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight (PyTorch's convention on llm.c's (out, in) layout); a bias
+    gets its weight's."""
+    name = BIAS_OF.get(name, name)
+    C = cfg.channels
+    table = {"wte": (C, cfg.vocab), "wpe": (C, cfg.max_seq_len), "qkvw": (C, 3 * C),
+             "attprojw": (C, C), "fcw": (C, 4 * C), "fcprojw": (4 * C, C)}
+    if name not in table:
+        raise ValueError(f"{name} has no fans: weights are {tuple(table)} (and their biases)")
+    return table[name]
+
+
+def rows_of(cfg: GPTConfig, name: str) -> tuple[int, int]:
+    """(rows, values per row) of one layer's slice of tensor `name`."""
+    spec = {s.name: s for s in parameter_table(cfg)}[name]
+    shape = spec.shape[1:] if spec.per_layer else spec.shape
+    per_row = 1
+    for s in shape[1:]:
+        per_row *= s
+    return shape[0], per_row
+
+
+# ---- schemes ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """What a scheme's rule sees: one tensor of one layer."""
+
+    cfg: GPTConfig
+    name: str
+    layer: int | None
+    profile: str
+    params: Mapping[str, float]
+
+    @property
+    def fan_in(self) -> int:
+        return fans(self.cfg, self.name)[0]
+
+    @property
+    def fan_out(self) -> int:
+        return fans(self.cfg, self.name)[1]
+
+
+Rule = Callable[[Site], "Law | list[Part] | None"]  # None: the tensor's default (LN 1/0, bias 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    name: str
+    formula: str
+    citation: str
+    rule: Rule
+    params: Mapping[str, float] = dataclasses.field(default_factory=dict)  # defaults, e.g. base_width
+
+
+def _gpt2(site: Site):
+    if site.name not in WEIGHTS:
+        return None
+    from .init import init_std  # the exact float per profile lives with the initializer
+
+    spec = {s.name: s for s in parameter_table(site.cfg)}[site.name]
+    return normal(float(init_std(site.cfg, spec, site.profile)))
+
+
+def _torch_default(site: Site):
+    if site.name in EMBEDDINGS:
+        return normal(1.0)  # nn.Embedding.reset_parameters: init.normal_(weight)
+    if site.name in WEIGHTS or site.name in BIAS_OF:
+        if site.name in BIAS_OF:  # nn.Linear.reset_parameters: bound = 1 / math.sqrt(fan_in)
+            return uniform(1 / math.sqrt(site.fan_in))
+        # the weight: kaiming_uniform_(a=math.sqrt(5)), evaluated as torch.nn.init does (the same
+        # 1/sqrt(fan_in) in real numbers; the double can differ by an ulp, so follow it exactly)
+        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+        return uniform(math.sqrt(3.0) * (gain / math.sqrt(site.fan_in)))
+    return None
+
+
+def _xavier(kind: str) -> Rule:
+    def rule(site: Site):
+        if site.name not in WEIGHTS:
+            return None
+        # torch.nn.init.xavier_normal_ / xavier_uniform_ with gain 1, evaluated as they do:
+        # std = sqrt(2 / (fan_in + fan_out)), the uniform bound sqrt(3) * std (= sqrt(6 / ...))
+        std = 1.0 * math.sqrt(2.0 / float(site.fan_in + site.fan_out))
+        return normal(std) if kind == "normal" else uniform(math.sqrt(3.0) * std)
+    return rule
+
+
+KAIMING_GAIN = math.sqrt(2.0)
+
+
+def _kaiming(kind: str) -> Rule:
+    def rule(site: Site):
+        if site.name not in WEIGHTS:
+            return None
+        std = KAIMING_GAIN / math.sqrt(site.fan_in)  # mode fan_in
+        return normal(std) if kind == "normal" else uniform(math.sqrt(3.0) * std)
+    return rule
+
+
+def _small_init(site: Site):
+    if site.name not in WEIGHTS:
+        return None
+    C, L = site.cfg.channels, site.cfg.layers
+    if site.name in OUTPUT_PROJECTIONS:
+        return normal(2.0 / (L * math.sqrt(C)))  # wang_init_method: 2 / n_layers / sqrt(dim)
+    return normal(math.sqrt(2.0 / (5.0 * C)))  # small_init_init_method: sqrt(2 / (5 dim))
+
+
+OLMO_CUTOFF = 3.0
+
+
+def _olmo_mitchell(site: Site):
+    if site.name not in WEIGHTS:
+        return None
+    if site.name in EMBEDDINGS:
+        std = 1.0 / math.sqrt(site.cfg.channels)  # d = d_model
+    elif site.name in OUTPUT_PROJECTIONS:
+        std = 1.0 / math.sqrt(2.0 * site.fan_in * (site.layer + 1))
+    else:
+        std = 1.0 / math.sqrt(site.fan_in)
+    return truncnormal(std, OLMO_CUTOFF)
+
+
+def _mup(site: Site):
+    if site.name not in WEIGHTS:
+        return None
+    C, L = site.cfg.channels, site.cfg.layers
+    base = site.params["base_width"]
+    if site.name in EMBEDDINGS:
+        return normal(BASE_STD)  # input weights: variance constant in width
+    std = BASE_STD * math.sqrt(base / C)  # hidden weights: variance ~ 1 / fan_in, equal at C = base
+    if site.name in OUTPUT_PROJECTIONS:
+        std /= math.sqrt(2.0 * L)  # GPT-2's residual scaling, kept
+    if site.name == "qkvw":
+        # zero query (TP5 appendix D.2): q's rows [0, C) of each layer's (3C, C) are zero
+        return [Part(0, C, ZERO, fixed=True), Part(C, 3 * C, normal(std))]
+    return normal(std)
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (
+    Scheme("gpt2", "N(0, 0.02) for wte, wpe, qkvw, fcw; N(0, 0.02 / sqrt(2L)) for attprojw and fcprojw; "
+                   "LayerNorm 1/0, biases 0",
+           "Radford et al. 2019 (GPT-2), as llm.c's gpt_build_from_descriptor (train_gpt2.cu) and "
+           "train_gpt2.py's _init_weights draw it", _gpt2),
+    Scheme("torch-default", "what untouched PyTorch modules give: nn.Embedding N(0, 1) (wte, wpe); nn.Linear "
+                            "weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm 1/0",
+           "torch.nn.Embedding / torch.nn.Linear reset_parameters (kaiming_uniform_ with a=sqrt(5)). "
+           "With a tied lm_head the survivor depends on the tie: nanoGPT assigns the Linear's tensor to "
+           "wte (U), Hugging Face the Embedding's (N(0, 1)); this scheme takes the embedding's",
+           _torch_default),
+    Scheme("xavier-normal", "every weight N(0, sqrt(2 / (fan_in + fan_out))); LayerNorm 1/0, biases 0",
+           "Glorot & Bengio 2010, 'Understanding the difficulty of training deep feedforward neural "
+           "networks'; torch.nn.init.xavier_normal_ (gain 1)", _xavier("normal")),
+    Scheme("xavier-uniform", "every weight U(-a, a), a = sqrt(6 / (fan_in + fan_out)); "
+                             "LayerNorm 1/0, biases 0",
+           "Glorot & Bengio 2010; torch.nn.init.xavier_uniform_ (gain 1)", _xavier("uniform")),
+    Scheme("kaiming-normal", "every weight N(0, sqrt(2) / sqrt(fan_in)); LayerNorm 1/0, biases 0",
+           "He et al. 2015, 'Delving deep into rectifiers'; torch.nn.init.kaiming_normal_ (mode fan_in). "
+           "Gain sqrt(2), the ReLU gain: He et al. derive it for ReLU, torch.nn.init.calculate_gain has no "
+           "GELU entry, and GELU matches ReLU away from 0, so sqrt(2) is what kaiming_normal_'s default "
+           "(leaky_relu, a=0) gives and what GELU models that call it get", _kaiming("normal")),
+    Scheme("kaiming-uniform", "every weight U(-a, a), a = sqrt(6 / fan_in) (std sqrt(2 / fan_in)); "
+                              "LayerNorm 1/0, biases 0",
+           "He et al. 2015; torch.nn.init.kaiming_uniform_ (mode fan_in, gain sqrt(2) as kaiming-normal)",
+           _kaiming("uniform")),
+    Scheme("small-init", "wte, wpe, qkvw, fcw N(0, sqrt(2 / (5C))); attprojw, fcprojw N(0, 2 / (L sqrt(C))) "
+                         "('wang'); LayerNorm 1/0, biases 0",
+           "Nguyen & Salazar 2019, 'Transformers without Tears'; GPT-NeoX init_functions.py "
+           "small_init_init_method and wang_init_method", _small_init),
+    Scheme("olmo-mitchell", "every weight TN(0, 1/sqrt(fan_in), cut at 3 std), embeddings 1/sqrt(C); "
+                            "attprojw, fcprojw 1/sqrt(2 fan_in (layer + 1)); LayerNorm 1/0, biases 0",
+           "OLMo (Groeneveld et al. 2024) init_weights with InitFnType.mitchell, cutoff_factor 3 "
+           "(olmo/initialization.py)", _olmo_mitchell),
+    Scheme("mup", "muP init part at base width W0 (base_width): wte, wpe N(0, 0.02); qkvw, fcw N(0, 0.02 "
+                  "sqrt(W0/C)); attprojw, fcprojw N(0, 0.02 sqrt(W0/C) / sqrt(2L)); the query rows of qkvw "
+                  "zero; LayerNorm 1/0, biases 0. Equals gpt2 (but for the zero query) at C = W0",
+           "Yang et al. 2022, 'Tensor Programs V' (muP), Table 3 and appendix D.2 (zero query, zero "
+           "readout). "
+           "Not included, because they are not an init: muP's forward multipliers (attention 1/d "
+           "instead of 1/sqrt(d), the output logit multiplier 1/width_mult) and its per-layer learning "
+           "rates. The readout is not zeroed: llm.c's lm_head is tied to wte, which must stay an "
+           "input embedding", _mup, {"base_width": 256.0}),
+)}
+DEFAULT_SCHEME = "gpt2"
+
+
+def scheme_names() -> list[str]:
+    return list(SCHEMES)
+
+
+def get_scheme(name: str) -> Scheme:
+    if name not in SCHEMES:
+        raise ValueError(f"unknown init scheme {name!r}; use one of {', '.join(SCHEMES)}")
+    return SCHEMES[name]
+
+
+# ---- overrides --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """`TENSORS.FIELD=VALUE` (TENSORS: one name or a comma list) or `PARAM=VALUE` (a scheme
+    parameter, e.g. mup's base_width)."""
+
+    tensors: tuple[str, ...]
+    field: str
+    value: float
+    text: str
+
+    def apply(self, law: Law) -> Law:
+        f, x = self.field, self.value
+        if f == "scale":
+            return law.scaled(x)
+        if f == "std":
+            return truncnormal(x, law.k) if law.kind == "truncnormal" else normal(x)
+        if f == "bound":
+            return uniform(x)
+        if f == "value":
+            return constant(x)
+        if law.kind not in ("normal", "truncnormal"):  # f == "k"
+            raise ValueError(f"--set {self.text!r}: k truncates a normal law, but the law is "
+                             f"{law.describe()}; set std too (e.g. TENSOR.std=0.02 TENSOR.k=3)")
+        return truncnormal(law.std, x)
+
+
+_OVERRIDE = re.compile(r"^\s*(?:([A-Za-z0-9_,]+)\.)?([A-Za-z_]+)\s*=\s*(\S+)\s*$")
+
+
+def parse_override(text: str) -> Override:
+    """Parse `wpe.std=0.01`, `attprojw,fcprojw.scale=10`, `qkvb.std=0.02`, `base_width=64`."""
+    m = _OVERRIDE.match(text)
+    if not m:
+        raise ValueError(f"--set {text!r}: write TENSOR.FIELD=VALUE (e.g. wpe.std=0.01, attprojw.scale=10) "
+                         "or PARAM=VALUE (e.g. base_width=64)")
+    names, field, raw = m.groups()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"--set {text!r}: {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--set {text!r}: the value must be finite")
+    if names is None:
+        return Override((), field, value, text.strip())
+    tensors = tuple(n for n in names.split(",") if n)
+    for n in tensors:
+        if n not in TENSOR_NAMES:
+            raise ValueError(f"--set {text!r}: unknown tensor {n!r}; tensors: {', '.join(TENSOR_NAMES)}")
+    if field not in OVERRIDE_FIELDS:
+        raise ValueError(f"--set {text!r}: unknown field {field!r}; use one of {', '.join(OVERRIDE_FIELDS)}")
+    if field in ("std", "bound", "k", "scale") and not value > 0:
+        raise ValueError(f"--set {text!r}: {field} must be positive (for an all-zero tensor use "
+                         f"{tensors[0]}.value=0)")
+    return Override(tensors, field, value, text.strip())
+
+
+def parse_overrides(texts: Sequence[str | Override]) -> tuple[Override, ...]:
+    return tuple(t if isinstance(t, Override) else parse_override(t) for t in texts)
+
+
+# ---- a resolved scheme ------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """One draw call: a random part of tensor `name` (layer `layer`), `count` values, starting
+    `start` values into that layer's slice."""
+
+    name: str
+    layer: int | None
+    index: int  # position among the tensor-layer's parts
+    start: int
+    count: int
+    law: Law
+
+
+class SchemeInit:
+    """A scheme applied to one config (and profile), with overrides: the parts of every tensor."""
+
+    def __init__(self, scheme: Scheme, cfg: GPTConfig, *, profile: str = "llmc",
+                 overrides: Sequence[str | Override] = ()):
+        self.scheme, self.cfg, self.profile = scheme, cfg, profile
+        self.overrides = parse_overrides(overrides)
+        params = dict(scheme.params)
+        for o in self.overrides:
+            if not o.tensors:
+                if o.field not in params:
+                    known = ", ".join(params) or "none"
+                    raise ValueError(f"--set {o.text!r}: scheme {scheme.name} has no parameter "
+                                     f"{o.field!r} (its parameters: {known})")
+                if not o.value > 0:
+                    raise ValueError(f"--set {o.text!r}: {o.field} must be positive")
+                params[o.field] = o.value
+        self.params = params
+        self._parts: dict[tuple[str, int | None], tuple[Part, ...]] = {}
+        for spec in parameter_table(cfg):
+            for layer in (range(cfg.layers) if spec.per_layer else (None,)):
+                self._parts[(spec.name, layer)] = self._resolve(spec.name, layer)
+
+    @property
+    def label(self) -> str:
+        """The scheme name plus its overrides, e.g. gpt2[attprojw.scale=10]."""
+        if not self.overrides:
+            return self.scheme.name
+        return f"{self.scheme.name}[{','.join(o.text for o in self.overrides)}]"
+
+    def _resolve(self, name: str, layer: int | None) -> tuple[Part, ...]:
+        rows, _ = rows_of(self.cfg, name)
+        drawn_rows = self.cfg.vocab if name == "wte" else rows
+        got = self.scheme.rule(Site(self.cfg, name, layer, self.profile, self.params))
+        if got is None:
+            got = constant(LAYERNORM.get(name, 0.0))
+        parts = [Part(0, drawn_rows, got)] if isinstance(got, Law) else list(got)
+        for o in self.overrides:
+            if name in o.tensors:
+                parts = [p if p.fixed else dataclasses.replace(p, law=o.apply(p.law)) for p in parts]
+        if drawn_rows < rows:  # wte's padded rows V..Vp
+            parts.append(Part(drawn_rows, rows, ZERO, fixed=True))
+        return tuple(parts)
+
+    def parts(self, name: str, layer: int | None = None) -> tuple[Part, ...]:
+        if (name, layer) not in self._parts:
+            raise ValueError(f"no tensor {name!r} at layer {layer!r} (per-layer tensors take 0..L-1, "
+                             "wte/wpe/lnfw/lnfb take None)")
+        return self._parts[(name, layer)]
+
+    def draws(self) -> Iterator[Draw]:
+        """Every draw call in order (see the module docstring)."""
+        specs = parameter_table(self.cfg)
+        top = [s for s in specs if not s.per_layer and s.name in EMBEDDINGS]
+        per_layer = [s for s in specs if s.per_layer]
+        tail = [s for s in specs if not s.per_layer and s.name not in EMBEDDINGS]
+        order = [(s.name, None) for s in top]
+        order += [(s.name, layer) for layer in range(self.cfg.layers) for s in per_layer]
+        order += [(s.name, None) for s in tail]
+        for name, layer in order:
+            _, per_row = rows_of(self.cfg, name)
+            for i, part in enumerate(self.parts(name, layer)):
+                if part.law.random:
+                    yield Draw(name, layer, i, part.lo * per_row, (part.hi - part.lo) * per_row, part.law)
+
+    def law_table(self) -> list[dict]:
+        """One row per tensor (per layer where the law varies with the layer): the params table."""
+        out = []
+        for spec in parameter_table(self.cfg):
+            layers = list(range(self.cfg.layers)) if spec.per_layer else [None]
+            _, per_row = rows_of(self.cfg, spec.name)
+            groups: list[tuple[list, tuple[Part, ...]]] = []
+            for layer in layers:
+                parts = self.parts(spec.name, layer)
+                if groups and groups[-1][1] == parts:
+                    groups[-1][0].append(layer)
+                else:
+                    groups.append(([layer], parts))
+            for group_layers, parts in groups:
+                layer_text = (None if group_layers == [None] else
+                              f"{group_layers[0]}" if len(group_layers) == 1 else
+                              f"{group_layers[0]}-{group_layers[-1]}")
+                out.append({"tensor": spec.name, "layers": layer_text, "shape": list(spec.shape),
+                            "parts": [{"rows": [p.lo, p.hi], "values": (p.hi - p.lo) * per_row,
+                                       "fixed": p.fixed, "law": p.law.to_dict(),
+                                       "describe": p.law.describe()} for p in parts]})
+        return out
+
+    def to_dict(self) -> dict:
+        return {"scheme": self.scheme.name, "label": self.label, "profile": self.profile,
+                "overrides": [o.text for o in self.overrides], "params": dict(self.params),
+                "formula": self.scheme.formula, "citation": self.scheme.citation}
+
+
+def resolve(scheme: str | Scheme | SchemeInit = DEFAULT_SCHEME, cfg: GPTConfig | None = None, *,
+            profile: str = "llmc", overrides: Sequence[str | Override] = ()) -> SchemeInit:
+    """The laws of every tensor of `cfg` under `scheme` (a name), with `overrides` applied."""
+    if isinstance(scheme, SchemeInit):
+        if overrides:
+            raise ValueError("give overrides when resolving a scheme by name, not with a resolved one")
+        return scheme
+    if cfg is None:
+        raise ValueError("resolve(scheme, cfg): give the GPTConfig the scheme applies to")
+    from .normal import check_profile
+
+    check_profile(profile)
+    return SchemeInit(get_scheme(scheme) if isinstance(scheme, str) else scheme, cfg, profile=profile,
+                      overrides=overrides)
