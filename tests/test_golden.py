@@ -51,3 +51,21 @@ def test_diff_reports_every_mismatch():
     got = copy.deepcopy(want)
     got["profiles"]["llmc"]["tensors"]["wte"]["mean"] *= 1 + 1e-12
     assert golden.diff(want, got) == []
+
+
+def test_every_scheme_has_golden_records_that_differ():
+    from reference.schemes import SCHEMES
+
+    for label in golden.SCHEME_CONFIGS:
+        sums = {}
+        for scheme in SCHEMES:
+            name = f"{scheme}-{label}"
+            if scheme == "gpt2":
+                continue
+            data = golden.load(name)
+            assert data["scheme"] == scheme
+            sums[scheme] = data["profiles"]["llmc"]["sha256_fp32"]
+        assert len(set(sums.values())) == len(sums)  # every scheme draws something else
+    wrong = golden.load("mup-L3-C48")
+    wrong["scheme"] = "gpt2"
+    assert any("scheme" in p for p in golden.diff(wrong, golden.compute("mup-L3-C48", ("llmc",))))

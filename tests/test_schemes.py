@@ -4,6 +4,7 @@ overrides."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -310,7 +311,8 @@ def test_override_that_adds_a_draw_shifts_the_later_tensors():
 def test_law_switching_overrides():
     cfg = SMALL
     assert _law(cfg, "xavier-normal", "fcw", overrides=["fcw.bound=0.1"]) == Law("uniform", bound=0.1)
-    assert _law(cfg, "gpt2", "fcw", overrides=["fcw.k=2"]) == Law("truncnormal", std=float(np.float32(0.02)), k=2.0)
+    llmc_std = float(np.float32(0.02))  # llm.c's float
+    assert _law(cfg, "gpt2", "fcw", overrides=["fcw.k=2"]) == Law("truncnormal", std=llmc_std, k=2.0)
     assert _law(cfg, "gpt2", "fcb", overrides=["fcb.value=0.5"]) == Law("constant", value=0.5)
     with pytest.raises(ValueError, match="k truncates a normal law"):
         resolve("xavier-uniform", cfg, overrides=["fcw.k=2"])
@@ -329,3 +331,55 @@ def test_bad_overrides(text, match):
 def test_unknown_scheme():
     with pytest.raises(ValueError, match="unknown init scheme 'xavier'; use one of gpt2"):
         resolve("xavier", SMALL)
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+CUSTOM = ["--layers", "2", "--channels", "16", "--heads", "2", "--vocab", "100", "--max-seq-len", "16"]
+
+
+def test_cli_init_and_checksum_with_a_scheme(tmp_path, capsys):
+    from verify.cli import main
+    from verify.formats.checkpoint import open_checkpoint
+
+    out = tmp_path / "x.bin"
+    assert main(["init", *CUSTOM, "--scheme", "xavier-uniform", "--set", "wpe.std=0.5", "-o", str(out)]) == 0
+    assert "scheme xavier-uniform[wpe.std=0.5]" in capsys.readouterr().out
+    cfg = GPTConfig(2, 16, 2, vocab=100, max_seq_len=16)
+    want = init_params(cfg, 42, scheme="xavier-uniform", overrides=["wpe.std=0.5"])
+    with open_checkpoint(out) as ckpt:
+        assert np.array_equal(np.asarray(ckpt.flat).view(np.uint32), want.view(np.uint32))
+    assert main(["checksum", *CUSTOM, "--scheme", "xavier-uniform", "--set", "wpe.std=0.5",
+                 "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["sha256_fp32"] == hashlib.sha256(want.tobytes()).hexdigest()
+
+
+def test_cli_params_law_table(capsys):
+    from verify.cli import main
+
+    assert main(["params", *CUSTOM, "--scheme", "olmo-mitchell", "--json", "-"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["scheme"] == "olmo-mitchell" and table["citation"].startswith("OLMo")
+    rows = [r for r in table["tensors"] if r["tensor"] == "attprojw"]
+    assert [r["layers"] for r in rows] == ["0", "1"]  # the std varies with the layer
+    assert math.isclose(rows[1]["parts"][0]["law"]["std"], 1 / math.sqrt(2 * 16 * 2))
+    wte = next(r for r in table["tensors"] if r["tensor"] == "wte")
+    assert [p["rows"] for p in wte["parts"]] == [[0, 100], [100, 128]]
+    assert main(["params", *CUSTOM, "--scheme", "mup"]) == 0
+    text = capsys.readouterr().out
+    assert "qkvw      0-1     rows 0..15: = 0; rows 16..47: N(0, " in text
+    assert "Tensor Programs V" in text
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--set", "wpe.sdt=1"], "unknown field 'sdt'"),
+    (["--set", "base_width=3"], "scheme gpt2 has no parameter 'base_width'"),
+    (["--scheme", "xavier"], "invalid choice: 'xavier'"),
+])
+def test_cli_scheme_errors_are_one_line(argv, match, capsys, tmp_path):
+    from verify.cli import main
+
+    assert main(["init", *CUSTOM, *argv, "-o", str(tmp_path / "x.bin")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "x.bin").exists()

@@ -1,6 +1,7 @@
 """Golden data: per-tensor statistics and checksums of the reference init, checked in CI.
 
-Each golden/<name>.json holds one config and seed, and for each profile the per-tensor
+Each golden/<name>.json holds one config, seed and init scheme (gpt2 unless the record says
+"scheme"), and for each profile the per-tensor
 numel, shape, mean, std, min, max and SHA-256 of the fp32 bytes, plus whole-model SHA-256
 of the fp32 body and of the bf16 body. Only `gpt2-verify golden write` writes them;
 `golden check` regenerates and compares: checksums exactly, statistics to 1e-9 relative
@@ -17,6 +18,7 @@ import golden as golden_pkg
 from reference.config import GPTConfig, from_descriptor
 from reference.init import iter_params
 from reference.normal import PROFILES
+from reference.schemes import DEFAULT_SCHEME, SCHEMES
 
 from . import __version__
 from .atomic import write_text_atomic
@@ -44,6 +46,16 @@ GOLDEN: dict[str, tuple[GPTConfig, int]] = {
     "d36": (from_descriptor("d36"), 42),
     "d48": (from_descriptor("d48"), 42),
 }
+# every other init scheme on two configs: one with every tensor >= 16 values and fc tails, one
+# odd (tensors under 16 values: llm.c's double normal path, short uniform / truncated draws)
+SCHEME_CONFIGS = {"L3-C48": (GPTConfig(3, 48, 4, vocab=1000, max_seq_len=40), 1234),
+                  "odd-L3-C9": (GPTConfig(3, 9, 3, 97, 128, 7), 42)}
+SCHEME_OF: dict[str, str] = {}
+for _scheme in SCHEMES:
+    if _scheme != DEFAULT_SCHEME:
+        for _label, (_cfg, _seed) in SCHEME_CONFIGS.items():
+            GOLDEN[f"{_scheme}-{_label}"] = (_cfg, _seed)
+            SCHEME_OF[f"{_scheme}-{_label}"] = _scheme
 # checked by `golden check` with no names and by CI; the big ones need --all / -m slow
 DEFAULT = [n for n in GOLDEN if n not in ("d36", "d48")]
 
@@ -63,11 +75,14 @@ def resolve(names: list[str] | None, *, all_: bool = False) -> list[str]:
 
 def compute(name: str, profiles=PROFILES, *, progress: bool | None = None) -> dict:
     cfg, seed = GOLDEN[name]
+    scheme = SCHEME_OF.get(name, DEFAULT_SCHEME)
     out = {"tool": "gpt2-verify", "version": __version__, "format": FORMAT, "name": name,
            "config": cfg.as_dict(),
            "seed": seed, "num_params_padded": cfg.num_params_padded, "profiles": {}}
+    if scheme != DEFAULT_SCHEME:
+        out["scheme"] = scheme
     for profile in profiles:
-        pairs = iter_params(cfg, seed, profile)
+        pairs = iter_params(cfg, seed, profile, scheme=scheme)
         with Progress(cfg.num_params_padded, f"{name} {profile}", enabled=progress) as bar:
             d = digest_stream(background(pairs), progress=bar)
         out["profiles"][profile] = {"profile": profile, **d.as_dict()}
@@ -104,7 +119,7 @@ def diff(expected: dict, actual: dict) -> list[str]:
     name = expected.get("name", "?")
     if expected.get("format") != FORMAT:
         problems.append(f"{name}: golden format {expected.get('format')} != {FORMAT}; rewrite it")
-    for key in ("config", "seed", "num_params_padded"):
+    for key in ("config", "seed", "num_params_padded", "scheme"):
         if expected.get(key) != actual.get(key):
             problems.append(f"{name}: {key} {expected.get(key)} != {actual.get(key)}")
     for profile, want in expected.get("profiles", {}).items():

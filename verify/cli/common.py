@@ -36,6 +36,28 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="llmc: llm.c's C init bit for bit; torch: PyTorch CPU normal_ (scalar)")
 
 
+def add_scheme_args(p: argparse.ArgumentParser) -> None:
+    from reference.schemes import DEFAULT_SCHEME, SCHEMES
+
+    p.add_argument("--scheme", choices=list(SCHEMES), default=DEFAULT_SCHEME,
+                   help=f"init scheme (default {DEFAULT_SCHEME}, llm.c's); `gpt2-verify params --scheme S` "
+                        "shows its laws")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="T.F=V",
+                   help="override a tensor's law: TENSOR[,TENSOR].FIELD=VALUE with FIELD one of std, bound, "
+                        "k, value, scale (e.g. wpe.std=0.01, attprojw,fcprojw.scale=10), or a scheme "
+                        "parameter (base_width=64); repeatable")
+
+
+def scheme_from_args(args, cfg: GPTConfig):
+    """The resolved scheme (reference.schemes.SchemeInit) of --scheme/--set/--profile."""
+    from reference.schemes import resolve
+
+    try:
+        return resolve(args.scheme, cfg, profile=args.profile, overrides=args.overrides)
+    except ValueError as e:
+        raise InputError(None, str(e)) from None
+
+
 def config_from_args(args) -> GPTConfig:
     custom = [args.layers, args.channels, args.heads]
     if args.descriptor:

@@ -11,7 +11,14 @@ from reference.init import iter_params
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
 from ..pipeline import background
 from ..progress import Progress
-from .common import add_config_args, check_seed, config_from_args, emit_json
+from .common import (
+    add_config_args,
+    add_scheme_args,
+    check_seed,
+    config_from_args,
+    emit_json,
+    scheme_from_args,
+)
 
 
 def cmd_init(args) -> int:
@@ -19,10 +26,11 @@ def cmd_init(args) -> int:
 
     cfg = config_from_args(args)
     check_seed(args.seed)
+    scheme = scheme_from_args(args, cfg)
     sha = hashlib.sha256()
     with Progress(cfg.num_params_padded, f"init {cfg.slug()}") as bar:
         def chunks():
-            for _spec, part in background(iter_params(cfg, args.seed, args.profile)):
+            for _spec, part in background(iter_params(cfg, args.seed, args.profile, scheme=scheme)):
                 if args.dtype == "fp32":
                     sha.update(np.ascontiguousarray(part, dtype="<f4").data)
                 bar.update(part.size)
@@ -33,6 +41,8 @@ def cmd_init(args) -> int:
             raise InputError(args.output, f"cannot write: {e.strerror or e}") from None
     line = (f"wrote {args.output}: {cfg.describe()}, {cfg.num_params_padded:,} params, "
             f"{args.dtype}, profile {args.profile}, seed {args.seed}")
+    if scheme.label != "gpt2":
+        line += f", scheme {scheme.label}"
     if args.dtype == "fp32":
         line += f", body sha256 {sha.hexdigest()}"
     print(line)
@@ -44,14 +54,16 @@ def cmd_checksum(args) -> int:
 
     cfg = config_from_args(args)
     check_seed(args.seed)
+    scheme = scheme_from_args(args, cfg)
     with Progress(cfg.num_params_padded, f"checksum {cfg.slug()}") as bar:
-        d = digest_stream(background(iter_params(cfg, args.seed, args.profile)), progress=bar)
+        d = digest_stream(background(iter_params(cfg, args.seed, args.profile, scheme=scheme)),
+                          progress=bar)
     if args.json:
         out = {"config": cfg.as_dict(), "seed": args.seed, "profile": args.profile,
-               **d.as_dict()}
+               "scheme": scheme.label, **d.as_dict()}
         emit_json(args.json, out)
     else:
-        print(f"{cfg.describe()} seed {args.seed} profile {args.profile}")
+        print(f"{cfg.describe()} seed {args.seed} profile {args.profile} scheme {scheme.label}")
         print(f"sha256 fp32 {d.sha256_fp32}")
         print(f"sha256 bf16 {d.sha256_bf16}")
     return EXIT_OK
@@ -99,22 +111,35 @@ def cmd_params(args) -> int:
     from ..formats.layouts import layout_shape, state_dict_key
 
     cfg = config_from_args(args)
+    scheme = scheme_from_args(args, cfg)
+    if args.json:
+        emit_json(args.json, {"config": cfg.as_dict(), **scheme.to_dict(), "tensors": scheme.law_table()})
+        if args.json == "-":
+            return EXIT_OK
     print(cfg.describe())
-    print(f"{'#':>2} {'llm.c':<9} {'llm.c shape':<18} {'offset':>12} {'numel':>12}  init      "
+    print(f"{'#':>2} {'llm.c':<9} {'llm.c shape':<18} {'offset':>12} {'numel':>12}  "
           f"{args.layout} key (shape)")
     for spec in cfg.tensors():
-        init = spec.init + ("*" if spec.residual else "")
         key = state_dict_key(spec.name, 0 if spec.per_layer else None)
         if spec.per_layer:
             key = key.replace(".h.0.", ".h.{i}.")
         shape = layout_shape(cfg, spec.name, args.layout) if args.layout != "llmc" else spec.shape
         print(f"{spec.index:>2} {spec.name:<9} {'x'.join(map(str, spec.shape)):<18} "
-              f"{spec.offset:>12,} {spec.numel:>12,}  {init:<9} "
+              f"{spec.offset:>12,} {spec.numel:>12,}  "
               + (key if args.layout != "llmc" else "") + f" ({'x'.join(map(str, shape))})")
     print(f"parameters: {cfg.num_params_padded:,} as llm.c stores them (wte over Vp rows), "
           f"{cfg.num_params:,} with V rows, {cfg.num_params_nanogpt:,} nanoGPT non-embedding")
-    print("* residual projection: std 0.02/sqrt(2L); hf: Conv1D weights are (in, out)"
-          if args.layout == "hf" else "* residual projection: std 0.02/sqrt(2L)")
+    if args.layout == "hf":
+        print("hf: Conv1D weights are stored (in, out)")
+    print()
+    print(f"init scheme {scheme.label} (profile {args.profile}): {scheme.scheme.formula}")
+    print(f"  source: {scheme.scheme.citation}")
+    print(f"{'llm.c':<9} {'layers':<7} law (rows: law per part)")
+    for row in scheme.law_table():
+        parts = row["parts"]
+        law = (parts[0]["describe"] if len(parts) == 1 else
+               "; ".join(f"rows {p['rows'][0]}..{p['rows'][1] - 1}: {p['describe']}" for p in parts))
+        print(f"{row['tensor']:<9} {row['layers'] or '':<7} {law}")
     return EXIT_OK
 
 
@@ -144,6 +169,7 @@ def cmd_golden(args) -> int:
 def register(sub) -> None:
     q = sub.add_parser("init", help="write the reference random init as an llm.c checkpoint")
     add_config_args(q)
+    add_scheme_args(q)
     q.add_argument("-o", "--output", required=True, help="output .bin (written atomically)")
     q.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (version 3) or bf16 (version 5, round-to-nearest-even)")
@@ -152,6 +178,7 @@ def register(sub) -> None:
     q = sub.add_parser("checksum", help="SHA-256 and statistics of the reference init, "
                                         "streamed (no file, bounded memory)")
     add_config_args(q)
+    add_scheme_args(q)
     q.add_argument("--json", metavar="PATH", help="write per-tensor statistics as JSON "
                                                   "('-' for stdout)")
     q.set_defaults(func=cmd_checksum)
@@ -162,8 +189,11 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_stats)
 
     q = sub.add_parser("params", help="the parameter table: names, shapes, offsets, counts, "
-                                      "and the state-dict names other implementations use")
+                                      "and the state-dict names other implementations use, and "
+                                      "the init scheme's law of every tensor")
     add_config_args(q)
+    add_scheme_args(q)
+    q.add_argument("--json", metavar="PATH", help="write the scheme's law table as JSON ('-' for stdout)")
     q.add_argument("--layout", choices=("llmc", "nanogpt", "hf"), default="nanogpt",
                    help="whose state-dict names/shapes to show (hf transposes Conv1D weights)")
     q.set_defaults(func=cmd_params)
