@@ -13,7 +13,16 @@ from reference.config import ConfigError
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
-from . import ablate_cmds, bench_cmds, compare_cmds, fuzz_cmds, llmc_cmds, model_cmds, numerics_cmds, report_cmds
+from . import (
+    ablate_cmds,
+    bench_cmds,
+    compare_cmds,
+    fuzz_cmds,
+    llmc_cmds,
+    model_cmds,
+    numerics_cmds,
+    report_cmds,
+)
 from .common import Parser
 
 GROUPS = (model_cmds, compare_cmds, fuzz_cmds, numerics_cmds, llmc_cmds, ablate_cmds, report_cmds,
