@@ -268,6 +268,22 @@ def test_width_sweep_steps_match_train_steps():
     np.testing.assert_allclose(sw.losses[1], losses, rtol=1e-12, atol=0)
 
 
+def test_width_sweep_takes_any_init_scheme():
+    # torch-default's logits (x @ wte^T with wte ~ N(0, 1)) sum C unit terms: they grow like
+    # sqrt(C), and the sweep draws each width's params from the scheme
+    sw = G.width_sweep(widths=(32, 64, 128), layers=2, steps=0, init="torch-default")
+    assert sw.init == "torch-default"
+    assert sw.slopes["logits"][0] == pytest.approx(0.5, abs=0.15)
+    assert "logits" in {f.tensor for f in sw.findings}
+    cfg = GPTConfig(2, 32, 2, vocab=512, max_seq_len=32)
+    x, _y = random_tokens(cfg, batch=4, seq=32, seed=42)
+    p = init_tensors(cfg, 42, scheme="torch-default")
+    emb = p["wte"][x].astype(np.float64) + p["wpe"][:32]
+    assert sw.scales["embed"][0][0] == pytest.approx(float(np.mean(np.abs(emb))), rel=1e-12)
+    with pytest.raises(ValueError, match="an init scheme"):
+        G.width_sweep(init="xavier")
+
+
 def test_width_sweep_rejects_bad_widths():
     with pytest.raises(ValueError, match="at least 3"):
         G.width_sweep(widths=(32, 64))

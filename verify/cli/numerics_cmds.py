@@ -283,6 +283,8 @@ def _print_sweep(sw) -> None:
 
 
 def register(sub) -> None:
+    from reference.schemes import SCHEMES
+
     from ..numerics.gradflow import SWEEP_INITS, TOLERANCES
 
     q = sub.add_parser("gradflow", help="gradient flow, activation scales and width sweep; "
@@ -300,8 +302,9 @@ def register(sub) -> None:
     q.add_argument("--trained", action="store_true",
                    help="not a random init: skip the initial-loss and residual-level checks")
     q.add_argument("--widths", metavar="W,W,W", help="also run the width sweep at these widths")
-    q.add_argument("--sweep-init", choices=sorted(SWEEP_INITS), default="llmc",
-                   help="init of the width sweep (llmc)")
+    q.add_argument("--sweep-init", choices=sorted(SWEEP_INITS) + list(SCHEMES), default="llmc",
+                   help="init of the width sweep: llmc (= the gpt2 scheme), fan-in, fixed-1, or any init "
+                        "scheme (gpt2-verify params --scheme S)")
     q.add_argument("--steps", type=int, default=3, help="AdamW steps of the width sweep (3)")
     q.add_argument("--json", metavar="PATH|-", help="write the JSON report ('-': stdout, only JSON)")
     q.set_defaults(func=cmd_gradflow)

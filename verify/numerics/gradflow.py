@@ -624,6 +624,15 @@ def _llmc_init(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:
     return init_tensors(cfg, seed)
 
 
+def _scheme_init(scheme: str) -> Callable[[GPTConfig, int], dict]:
+    def init(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:
+        from reference.init import init_tensors
+
+        return init_tensors(cfg, seed, scheme=scheme)
+    init.__name__ = scheme
+    return init
+
+
 def _fan_in_std(cfg: GPTConfig, name: str) -> float:
     fan_in = 4 * cfg.channels if name == "fcprojw" else cfg.channels
     std = 1.0 / math.sqrt(fan_in)  # wte/wpe: the tied lm head reads wte with fan-in C
@@ -704,10 +713,15 @@ def width_sweep(*, widths: Sequence[int] = (32, 64, 128), layers: int = 2, steps
     opt = optimizer or m.ADAMW["train_gpt2.c"]
     init_name = init if isinstance(init, str) else getattr(init, "__name__", "custom")
     if isinstance(init, str):
-        if init not in SWEEP_INITS:
-            raise ValueError(f"unknown init {init!r}; use one of {sorted(SWEEP_INITS)} or a "
-                             f"callable (cfg, seed) -> params")
-        init = SWEEP_INITS[init]
+        from reference.schemes import SCHEMES
+
+        if init in SCHEMES:  # any init scheme, e.g. a coordinate check of mup against gpt2
+            init = _scheme_init(init)
+        elif init in SWEEP_INITS:
+            init = SWEEP_INITS[init]
+        else:
+            raise ValueError(f"unknown init {init!r}; use one of {sorted(SWEEP_INITS)}, an init scheme "
+                             f"({', '.join(SCHEMES)}) or a callable (cfg, seed) -> params")
     quantities = ["embed"] + [f"block{layer}" for layer in range(layers)] + ["logits"]
     scales = {q: [[math.nan] * len(widths) for _ in range(steps + 1)] for q in quantities}
     losses = []
