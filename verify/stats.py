@@ -1,4 +1,5 @@
-"""Statistical checks of initialized tensors: "is this N(mean, std)?" and "is this all ones?".
+"""Statistical checks of initialized tensors: "is this N(mean, std)?", "is this U(-a, a)?",
+"is this a truncated normal?" and "is this all ones?".
 
 `check_normal` runs three sub-tests against the fully specified null N(mu, s), all with
 finite-sample (non-asymptotic) bounds, so the false-positive rate is <= fpr at every n >= 3:
@@ -25,6 +26,45 @@ largest CDF shift a move of q'|t| can cause, q' max_u |u| pdf(u) = q' e^-1/2 / s
 mu = 0 (plus terms in |mu| / s otherwise). Subnormal (absolute) rounding is ignored: it is below
 1e-38 for float32 and bf16.
 
+Uniform: `check_uniform(values, a)` against U(-a, a), four sub-tests, valid for every n >= 3:
+
+* range:     no |value| > a, widened only by rounding (below). Under the null no value can lie
+             beyond, so this hard check spends none of fpr; it catches any bound too large.
+* mean:      u = x / a lies in [-1, 1] with Var u = 1/3. Hoeffding, P(mean_n >= t) <=
+             exp(-n t^2 / 2), or Bennett, exp(-n/3 h(3 t)) with h(v) = (1 + v) ln(1 + v) - v,
+             whichever is smaller at each t (both valid for all n); each side gets a / 2.
+             The statistic is z = mean / (a / sqrt(3 n)).
+* variance:  u^2 lies in [0, 1], mean 1/3, variance 1/5 - 1/9 = 4/45: Hoeffding / Bennett on
+             each side (Bennett's one-sided reach: 2/3 above, 1/3 below). Statistic: the rms
+             ratio sqrt(mean x^2) / (a / sqrt(3)).
+* shape:     DKW-Massart against F(x) = (x + a) / (2 a), exact up to 2M values, then the grid
+             (KS_BINS + 1 points over [-a, a]); a bound 5% too small shows here and in the
+             variance, not in the range.
+
+Truncated normal: `check_truncnormal(values, s, k)` against N(0, s) cut at +-k s (s the std of
+the untruncated normal; OLMo's init uses k = 3). u = x / s lies in [-k, k] with E u^2 =
+1 - 2 k phi(k) / Z, Z = 2 Phi(k) - 1 (the truncated variance over s^2; 0.97334 at k = 3) and
+E u^4 = 3 - 2 phi(k) (k^3 + 3 k) / Z: the same four sub-tests, with Hoeffding / Bennett on u
+in [-k, k] (mean) and on u^2 in [0, k^2] (variance), and DKW-Massart against the truncated
+CDF (Phi(x / s) - Phi(-k)) / Z. Plain normal data fail the range (0.27% of values lie beyond
+3 s); a std 5% too large with the cut still at +-3 s shows in the variance and KS.
+
+For both, each of mean, variance and KS gets fpr / 3 and the range none: fpr per check in all.
+The allowances extend the rounding model above. A generator may round the law's parameter to
+float32 or to the storage precision before drawing (llm.c's uniform_ in llmc/rand.h takes float
+from/to; reference.schemes draws with float32(a) and float32(std)), so values are
+y = x (1 + d) with |d| <= q_e = (1 + q)(1 + max(q, 2^-24)) - 1. Uniform generators also draw
+from a grid of 24-bit k: llm.c's uniform_ computes randfloat32() * (to - from) + from in
+float32, reference.schemes a (k - 2^23) / 2^23; coupling each with an exact draw puts it within
+2^-23 a, plus at most 2^-23 a for float32's rounding of u (b - a): UNIFORM_ABS = 2^-22 a. With
+q' = q_e / (1 - q_e) and delta = 2^-22 a (0 for the truncated normal), |x - y| <= q' |y| + delta:
+the mean moves by at most q' mean|y| + delta, the rms by q' rms(y) + delta (Minkowski), the CDF
+by sup |u| f(u) q_e / (1 - q_e) (truncated normal: phi(min(k, 1)) min(k, 1) / Z) or
+(q_e + (1 + q_e) 2^-22) / 2 (uniform, whose density is 1 / (2 a) on [-a, a]), and the range
+limit is (a + delta)(1 + q_e). As in check_normal, a generator's own float arithmetic before
+its final rounding (Box-Muller's logf/cosf: a few ulps; its 24-bit uniforms) is not modelled:
+it moves each statistic by ~1e-7 of the law's scale or CDF, below every bound here for n < 1e12.
+
 Data is read in blocks of at most 1M values converted to float64 one block at a time: a huge
 float32 array is never copied whole. Any iterable of arrays works the same way.
 """
@@ -34,13 +74,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 __all__ = [
-    "NormalCheck", "ConstantCheck", "SubTest", "check_normal", "check_constant",
-    "bonferroni", "normal_isf", "normal_quantile", "normal_cdf",
+    "NormalCheck", "LawCheck", "ConstantCheck", "SubTest", "check_normal", "check_uniform",
+    "check_truncnormal", "check_constant", "truncnormal_variance", "bonferroni", "normal_isf",
+    "normal_quantile", "normal_cdf",
 ]
 
 CHUNK = 1 << 20  # values per block converted to float64
@@ -49,6 +90,8 @@ KS_BINS = 1 << 18  # KS grid for large n: KS_BINS + 1 points evenly spaced over
 KS_SPAN = 8.0  # [-KS_SPAN, KS_SPAN] standard deviations (resolution about 2.4e-5)
 BF16_Q = 2.0 ** -8  # relative half-ulp of bfloat16 (8 significant bits)
 MAX_Q = 1.0 / 16
+PARAM_Q = 2.0 ** -24  # a law's parameter may have been rounded to float32 before drawing
+UNIFORM_ABS = 2.0 ** -22  # uniform generators: |value - exact draw| <= 2^-22 bound (grid, affine)
 N_SUBTESTS = 3
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
@@ -204,6 +247,13 @@ class SubTest:
 
 @dataclasses.dataclass(frozen=True)
 class NormalCheck:
+    """The result of check_normal, check_uniform and check_truncnormal (alias LawCheck).
+
+    expected_mean / expected_std are the law's own mean and std (uniform: bound / sqrt(3);
+    truncnormal: the truncated std). `law` names the law and `law_params` its parameters as
+    given; `range_test` (uniform and truncnormal only) is the hard support check.
+    """
+
     name: str | None
     passed: bool
     reason: str  # one line
@@ -222,10 +272,18 @@ class NormalCheck:
     mean_test: SubTest | None  # None when fewer than 3 finite values
     variance_test: SubTest | None
     ks_test: SubTest | None
+    law: str = "normal"  # "normal", "uniform" or "truncnormal"
+    law_params: tuple[tuple[str, float], ...] = ()  # e.g. (("bound", 0.0346),)
+    range_test: SubTest | None = None  # bounded laws: no value beyond the support
+    n_outside: int = 0  # finite values beyond the support (before any rounding allowance)
 
     @property
     def tests(self) -> tuple[SubTest, ...]:
-        return tuple(t for t in (self.mean_test, self.variance_test, self.ks_test) if t)
+        return tuple(t for t in (self.range_test, self.mean_test, self.variance_test,
+                                 self.ks_test) if t)
+
+
+LawCheck = NormalCheck
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +300,27 @@ class ConstantCheck:
     max_abs_deviation: float  # over the finite values
 
 
-# ---- check_normal -----------------------------------------------------------------------------
+# ---- laws and the streaming accumulator ------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Law:
+    """What the accumulator needs of a law, in standardized units u = (x - loc) / scale.
+
+    cdf: vectorized F(u) for the exact KS path, within cdf_err of the true F; the KS grid has
+    KS_BINS + 1 points evenly spaced over [lo, hi] and grid_cdf() gives F there within grid_err;
+    values with |x - loc| > support * scale are counted as outside (inf: unbounded).
+    """
+
+    loc: float
+    scale: float
+    lo: float
+    hi: float
+    cdf: Callable[[np.ndarray], np.ndarray]
+    cdf_err: float
+    grid_cdf: Callable[[], np.ndarray]
+    grid_err: float
+    support: float = math.inf
+
 
 @lru_cache(maxsize=1)
 def _grid_cdf() -> np.ndarray:
@@ -251,12 +329,18 @@ def _grid_cdf() -> np.ndarray:
     return np.array([normal_cdf(-KS_SPAN + k * h) for k in range(KS_BINS + 1)])
 
 
+def _normal_law(mu: float, s: float) -> _Law:
+    return _Law(mu, s, -KS_SPAN, KS_SPAN, _cdf_approx, _APPROX_CDF_ERR, _grid_cdf,
+                _GRID_CDF_ERR * (1.0 + abs(mu) / s))
+
+
 class _Accumulator:
     """Streaming moments (Chan's merge), extremes and the empirical CDF."""
 
-    def __init__(self, mu: float, s: float):
-        self.mu, self.s = mu, s
-        self.n = self.n_finite = self.n_nan = 0
+    def __init__(self, law: _Law):
+        self.law = law
+        self.mu, self.s = law.loc, law.scale
+        self.n = self.n_finite = self.n_nan = self.n_outside = 0
         self.mean = self.m2 = self.abs_sum = 0.0
         self.lo, self.hi = math.inf, -math.inf
         self.q = 0.0
@@ -289,6 +373,9 @@ class _Accumulator:
         self.n_finite = total
         self.abs_sum += float(np.abs(x).sum())
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        if math.isfinite(self.law.support):
+            self.n_outside += int(np.count_nonzero(np.abs(x - self.mu)
+                                                   > self.law.support * self.s))
         if self.buffer is not None:
             self.buffer.append(x)
             if self.n_finite > EXACT_KS_MAX:
@@ -300,10 +387,11 @@ class _Accumulator:
             self._count(x)
 
     def _count(self, x: np.ndarray) -> None:
-        # v is a monotone function of x, within ~1e-10 of (u + KS_SPAN) / h, u = (x - mu) / s;
+        # v is a monotone function of x, within ~1e-10 of (u - lo) / h, u = (x - mu) / s;
         # bin floor(v) + 1 (clipped to [0, KS_BINS + 1]) so that #{bin <= k} = #{v < k}.
-        h = 2.0 * KS_SPAN / KS_BINS
-        v = (x - (self.mu - KS_SPAN * self.s)) * (1.0 / (h * self.s))
+        law = self.law
+        h = (law.hi - law.lo) / KS_BINS
+        v = (x - (self.mu + law.lo * self.s)) * (1.0 / (h * self.s))
         idx = np.floor(np.clip(v, -1.0, KS_BINS + 0.5)).astype(np.int64) + 1
         self.counts += np.bincount(idx, minlength=KS_BINS + 2)
 
@@ -312,16 +400,49 @@ class _Accumulator:
         n, mu, s = self.n_finite, self.mu, self.s
         if self.buffer is not None:
             x = np.sort(np.concatenate(self.buffer))
-            cdf = _cdf_approx((x - mu) / s)
+            cdf = self.law.cdf((x - mu) / s)
             i = np.arange(1, n + 1, dtype=np.float64)
             d = max(float(np.max(i / n - cdf)), float(np.max(cdf - (i - 1) / n)))
-            return d, "exact", 0.0, _APPROX_CDF_ERR
-        cdf = _grid_cdf()
+            return d, "exact", 0.0, self.law.cdf_err
+        cdf = self.law.grid_cdf()
         ecdf = np.cumsum(self.counts)[:KS_BINS + 1] / n  # F_n just below grid point k
         d = float(np.max(np.abs(ecdf - cdf)))
         res = max(float(cdf[0]), float(np.max(np.diff(cdf))), 1.0 - float(cdf[-1]))
-        return d, "grid", res, _GRID_CDF_ERR * (1.0 + abs(mu) / s)
+        return d, "grid", res, self.law.grid_err
 
+
+def _collect(values: Any, law: _Law, quantization: float | None,
+             who: str) -> tuple[_Accumulator, float]:
+    """Stream `values` into an accumulator; the rounding allowance q (detected or given)."""
+    acc = _Accumulator(law)
+    for block in _pieces(values):
+        acc.add(block)
+    if acc.n < 3:
+        raise ValueError(f"{who} needs at least 3 values; got {acc.n} "
+                         f"(no test can tell a distribution from fewer)")
+    if quantization is not None:
+        return acc, float(quantization)
+    return acc, max(acc.q, BF16_Q if acc.saw_f32 and acc.all_bf16 else 0.0)
+
+
+def _positive(x: Any, what: str, hint: str = "") -> float:
+    v = _real(x, what)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{what} must be a positive finite number{hint}; got {x!r}")
+    return v
+
+
+def _check_quantization(quantization: Any) -> float | None:
+    if quantization is None:
+        return None
+    qv = _real(quantization, "quantization")
+    if not 0 <= qv <= MAX_Q:
+        raise ValueError(f"quantization must be None or in [0, {MAX_Q}] (relative "
+                         f"half-ulp, e.g. 2**-8 for bf16); got {quantization!r}")
+    return qv
+
+
+# ---- check_normal -----------------------------------------------------------------------------
 
 def _chi2_ratio_bounds(n: int, alpha: float) -> tuple[float, float]:
     """[r, R] with P(chi2_n / n outside) <= alpha, from the two Chernoff bounds."""
@@ -388,14 +509,18 @@ def _subtests(acc: _Accumulator, q: float, fpr: float) -> tuple[SubTest, SubTest
     return mean_t, var_t, ks_t, method, res
 
 
-def _fmt_fail(t: SubTest, acc: _Accumulator, std: float) -> str:
+def _fmt_fail(t: SubTest, acc: _Accumulator, std: float, expected_std: float, shape: str) -> str:
+    if t.name == "range":
+        lim = acc.law.support * acc.s
+        return (f"{acc.n_outside} values outside +-{lim:.4g} (max |x| "
+                f"{max(abs(acc.lo), abs(acc.hi)):.6g} > limit {t.upper * lim:.6g})")
     if t.name == "mean":
         return (f"mean {acc.mean:.4g} vs expected {acc.mu:.4g} "
                 f"(z={t.statistic:+.1f}, bound {t.upper:.3g})")
     if t.name == "variance":
-        return (f"std {std:.4g} vs expected {acc.s:.4g} (rms ratio {t.statistic:.6g}, "
+        return (f"std {std:.4g} vs expected {expected_std:.4g} (rms ratio {t.statistic:.6g}, "
                 f"allowed [{t.lower:.6g}, {t.upper:.6g}])")
-    return f"KS distance {t.statistic:.3g} > bound {t.upper:.3g} (shape is not normal)"
+    return f"KS distance {t.statistic:.3g} > bound {t.upper:.3g} (shape is not {shape})"
 
 
 def check_normal(values: Any, std: float, mean: float = 0.0, *, fpr: float = 1e-9,
@@ -408,58 +533,278 @@ def check_normal(values: Any, std: float, mean: float = 0.0, *, fpr: float = 1e-
     make the check fail (it does not raise).
     """
     s, mu = _real(std, "std"), _real(mean, "mean")
-    if not (math.isfinite(s) and s > 0):
-        raise ValueError(f"std must be a positive finite number; got {std!r}")
+    _positive(std, "std")
     if not math.isfinite(mu):
         raise ValueError(f"mean must be finite; got {mean!r}")
     f = _check_fpr(fpr)
-    if quantization is not None:
-        qv = _real(quantization, "quantization")
-        if not 0 <= qv <= MAX_Q:
-            raise ValueError(f"quantization must be None or in [0, {MAX_Q}] (relative "
-                             f"half-ulp, e.g. 2**-8 for bf16); got {quantization!r}")
-
-    acc = _Accumulator(mu, s)
-    for block in _pieces(values):
-        acc.add(block)
-    if acc.n < 3:
-        raise ValueError(f"check_normal needs at least 3 values; got {acc.n} "
-                         f"(no test can tell a distribution from fewer)")
-    if quantization is not None:
-        q = qv
-    else:
-        q = max(acc.q, BF16_Q if acc.saw_f32 and acc.all_bf16 else 0.0)
+    qv = _check_quantization(quantization)
+    acc, q = _collect(values, _normal_law(mu, s), qv, "check_normal")
 
     nf = acc.n_finite
-    std_obs = math.sqrt(acc.m2 / nf) if nf else math.nan
-    prefix = f"{name}: " if name else ""
-    dist = f"N({mu:.4g}, {s:.4g})"
     tests: tuple[SubTest | None, ...] = (None, None, None)
     method, res = ("exact" if acc.buffer is not None else "grid"), 0.0
     if nf >= 3:
         *tests, method, res = _subtests(acc, q, f)
-    bad = [t for t in tests if t is not None and not t.passed]
+    return _result(acc, q, f, name, dist=f"N({mu:.4g}, {s:.4g})", shape="normal",
+                   tests=tests, method=method, res=res, expected_std=s)
+
+
+def _result(acc: _Accumulator, q: float, f: float, name: str | None, *, dist: str, shape: str,
+            tests: tuple[SubTest | None, ...], method: str, res: float, expected_std: float,
+            range_test: SubTest | None = None, law: str = "normal",
+            law_params: tuple[tuple[str, float], ...] = ()) -> NormalCheck:
+    """The result and its one-line reason, for every law (mean, variance, ks [, range])."""
+    nf = acc.n_finite
+    std_obs = math.sqrt(acc.m2 / nf) if nf else math.nan
+    prefix = f"{name}: " if name else ""
+    bad = [t for t in (range_test, *tests) if t is not None and not t.passed]
     nonfinite = acc.n - nf
     if nonfinite:
         reason = (f"{prefix}{nonfinite} non-finite values ({acc.n_nan} NaN, "
                   f"{nonfinite - acc.n_nan} inf) among n={acc.n}")
     elif bad:
-        reason = (f"{prefix}not {dist}: " + "; ".join(_fmt_fail(t, acc, std_obs) for t in bad)
+        reason = (f"{prefix}not {dist}: "
+                  + "; ".join(_fmt_fail(t, acc, std_obs, expected_std, shape) for t in bad)
                   + f" [n={acc.n}, fpr {f:.2g}]")
     else:
         mt, vt, kt = tests
-        reason = (f"{prefix}consistent with {dist} [n={acc.n}, fpr {f:.2g}]: "
+        rng = (f"max |x| {max(abs(acc.lo), abs(acc.hi)):.5g} (limit "
+               f"{range_test.upper * acc.law.support * acc.s:.5g}), " if range_test else "")
+        reason = (f"{prefix}consistent with {dist} [n={acc.n}, fpr {f:.2g}]: {rng}"
                   f"mean z={mt.statistic:+.2f} (bound {mt.upper:.3g}), "
                   f"std {std_obs:.5g} (rms ratio {vt.statistic:.5f} in "
                   f"[{vt.lower:.5f}, {vt.upper:.5f}]), KS {kt.statistic:.3g} "
                   f"(bound {kt.upper:.3g})")
     return NormalCheck(
         name=name, passed=not nonfinite and not bad, reason=reason, n=acc.n,
-        n_nonfinite=nonfinite, expected_mean=mu, expected_std=s,
+        n_nonfinite=nonfinite, expected_mean=acc.mu, expected_std=expected_std,
         mean=acc.mean if nf else math.nan, std=std_obs,
         min=acc.lo if nf else math.nan, max=acc.hi if nf else math.nan, fpr=f,
         quantization=q, ks_method=method, ks_resolution=res,
-        mean_test=tests[0], variance_test=tests[1], ks_test=tests[2])
+        mean_test=tests[0], variance_test=tests[1], ks_test=tests[2], law=law,
+        law_params=law_params, range_test=range_test, n_outside=acc.n_outside)
+
+
+# ---- bounded laws: uniform and truncated normal -----------------------------------------------
+
+def _bennett_h(u: float) -> float:
+    """h(u) = (1 + u) ln(1 + u) - u, accurate for small u (its series there)."""
+    if u < 1e-4:
+        return u * u * (0.5 - u / 6.0 + u * u / 12.0)
+    return (1.0 + u) * math.log1p(u) - u
+
+
+def _tail_bound(n: int, t: float, var: float, b: float, width: float) -> float:
+    """Bound on P(mean_n - mu >= t) for iid X with X - mu <= b, Var X = var, X in an interval of
+    length `width`: the smaller of Hoeffding's exp(-2 n t^2 / width^2) and Bennett's
+    exp(-n var / b^2 h(b t / var)). Both hold for every n (Boucheron, Lugosi & Massart,
+    "Concentration Inequalities" (2013), theorems 2.8 and 2.9)."""
+    if t <= 0.0:
+        return 1.0
+    e = max(2.0 * n * t * t / (width * width), n * var / (b * b) * _bennett_h(b * t / var))
+    return math.exp(-e)
+
+
+def _tail_threshold(n: int, alpha: float, var: float, b: float, width: float) -> float:
+    """The smallest t with _tail_bound(n, t, ...) <= alpha (bisection, kept on the safe side)."""
+    target = math.log(1.0 / alpha)
+    t_h = width * math.sqrt(target / (2.0 * n))  # Hoeffding's own threshold
+    if n * var / (b * b) * _bennett_h(b * t_h / var) < target:
+        return t_h  # Bennett needs more: Hoeffding's is the smaller
+    lo, hi = 0.0, t_h
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if n * var / (b * b) * _bennett_h(b * mid / var) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@lru_cache(maxsize=1)
+def _uniform_grid_cdf() -> np.ndarray:
+    return np.arange(KS_BINS + 1, dtype=np.float64) / KS_BINS  # F(-1 + 2k / KS_BINS), exact
+
+
+def _uniform_cdf(u: np.ndarray) -> np.ndarray:
+    return np.clip((u + 1.0) * 0.5, 0.0, 1.0)
+
+
+def _uniform_law(a: float) -> _Law:
+    return _Law(0.0, a, -1.0, 1.0, _uniform_cdf, _GRID_CDF_ERR, _uniform_grid_cdf, _GRID_CDF_ERR,
+                support=1.0)
+
+
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
+
+
+def _tn_moments(k: float) -> tuple[float, float, float]:
+    """(Z, E z^2, E z^4) of the standard normal truncated to [-k, k]; Z = 2 Phi(k) - 1.
+
+    Closed forms (integration by parts) for k >= 2; below, where they cancel, 64-point
+    Gauss-Legendre on [0, k] (the integrand is entire and mild there: error ~1e-16).
+    """
+    z_mass = math.erf(k / _SQRT2)
+    if k >= 2.0:
+        pdf = math.exp(-0.5 * k * k) / _SQRT2PI
+        return (z_mass, 1.0 - 2.0 * k * pdf / z_mass,
+                3.0 - 2.0 * pdf * (k ** 3 + 3.0 * k) / z_mass)
+    u = 0.5 * k * (_GL_NODES + 1.0)
+    w = _GL_WEIGHTS * np.exp(-0.5 * u * u)
+    total = float(w.sum())
+    return z_mass, float(np.dot(w, u ** 2)) / total, float(np.dot(w, u ** 4)) / total
+
+
+def truncnormal_variance(std: float, k: float) -> float:
+    """Variance of N(0, std) truncated to [-k std, k std]: std^2 (1 - 2 k phi(k) / (2 Phi(k) - 1))."""
+    s = _positive(std, "std")
+    kk = _positive(k, "k", " (the cut in stds of the untruncated normal, e.g. 3)")
+    return s * s * _tn_moments(kk)[1]
+
+
+@lru_cache(maxsize=4)
+def _tn_grid_cdf(k: float) -> np.ndarray:
+    """F at the KS grid points -k + j 2k / KS_BINS, j = 0..KS_BINS (math.erfc: ~1e-16)."""
+    z_mass, h, base = math.erf(k / _SQRT2), 2.0 * k / KS_BINS, normal_cdf(-k)
+    return np.array([(normal_cdf(-k + j * h) - base) / z_mass for j in range(KS_BINS + 1)])
+
+
+def _tn_law(s: float, k: float) -> _Law:
+    z_mass, base = math.erf(k / _SQRT2), normal_cdf(-k)
+
+    def cdf(u: np.ndarray) -> np.ndarray:
+        return np.clip((_cdf_approx(u) - base) / z_mass, 0.0, 1.0)
+
+    return _Law(0.0, s, -k, k, cdf, _APPROX_CDF_ERR / z_mass, lambda: _tn_grid_cdf(k),
+                _GRID_CDF_ERR / z_mass, support=k)
+
+
+def _bounded_subtests(acc: _Accumulator, q: float, fpr: float, *, m2: float, m4: float,
+                      delta: float, ks_shift: Callable[[float], float]
+                      ) -> tuple[SubTest, tuple[SubTest, SubTest, SubTest], str, float]:
+    """range, (mean, variance, ks) for a law symmetric about 0 on [-B c, B c] (B = support,
+    c = scale) whose standardized variable u = x / c has E u^2 = m2, E u^4 = m4. delta is the
+    absolute displacement allowed besides rounding; ks_shift(q_e) the CDF shift a relative
+    displacement q_e can cause."""
+    n, c, big_b = acc.n_finite, acc.s, acc.law.support
+    a = fpr / N_SUBTESTS
+    qe = (1.0 + q) * (1.0 + max(q, PARAM_Q)) - 1.0  # value rounding and parameter rounding
+    qq = qe / (1.0 - qe)
+    sqrt_n = math.sqrt(n)
+    sigma = c * math.sqrt(m2)
+
+    # range: |y| <= (B c + delta)(1 + q_e) always under the null, so this costs no fpr
+    stat = max(abs(acc.lo), abs(acc.hi)) / (big_b * c)
+    limit = (1.0 + delta / (big_b * c)) * (1.0 + qe)
+    ok = stat <= limit
+    range_t = SubTest("range", stat, 0.0, limit, 1.0 if ok else 0.0, 0.0, limit - 1.0, ok)
+
+    # mean: u in [-B, B], Var u = m2; |mean(y) - mean(x)| <= q' mean|y| + delta
+    z = acc.mean * sqrt_n / sigma
+    z_allow = (qq * acc.abs_sum / n + delta) * sqrt_n / sigma
+    t = _tail_threshold(n, a / 2, m2, big_b, 2.0 * big_b)
+    zb = t * sqrt_n / math.sqrt(m2) + z_allow
+    dev = max(abs(z) - z_allow, 0.0) * math.sqrt(m2) / sqrt_n
+    p = min(1.0, 2.0 * _tail_bound(n, dev, m2, big_b, 2.0 * big_b))
+    mean_t = SubTest("mean", z, -zb, zb, p, a, z_allow, abs(z) <= zb)
+
+    # variance: u^2 in [0, B^2], mean m2, Var m4 - m2^2; rms(x - y) <= q' rms(y) + delta
+    rms = math.sqrt((acc.m2 + n * acc.mean ** 2) / n)
+    ratio, rho = rms / sigma, (qq * rms + delta) / sigma
+    var2, up_b, span = m4 - m2 * m2, big_b * big_b - m2, big_b * big_b
+    t_hi = _tail_threshold(n, a / 2, var2, up_b, span)
+    t_lo = _tail_threshold(n, a / 2, var2, m2, span)
+    lo = max(0.0, math.sqrt(max(0.0, m2 - t_lo) / m2) - rho)
+    hi = math.sqrt((m2 + t_hi) / m2) + rho
+    s_lo, s_hi = max(0.0, ratio - rho) ** 2 * m2, (ratio + rho) ** 2 * m2
+    if s_lo > m2:
+        p = min(1.0, 2.0 * _tail_bound(n, s_lo - m2, var2, up_b, span))
+    elif s_hi < m2:
+        p = min(1.0, 2.0 * _tail_bound(n, m2 - s_hi, var2, m2, span))
+    else:
+        p = 1.0
+    var_t = SubTest("variance", ratio, lo, hi, p, a, rho, lo <= ratio <= hi)
+
+    # KS: DKW-Massart against the law's CDF, plus rounding's CDF shift, plus numeric error
+    d, method, res, err = acc.ks()
+    w = ks_shift(qe)
+    eps = math.sqrt(math.log(2.0 / a) / (2.0 * n))
+    p = min(1.0, 2.0 * math.exp(-2.0 * n * max(d - w - err, 0.0) ** 2))
+    ks_t = SubTest("ks", d, 0.0, eps + w + err, p, a, w + err, d <= eps + w + err)
+    return range_t, (mean_t, var_t, ks_t), method, res
+
+
+def _bounded_result(acc: _Accumulator, q: float, f: float, name: str | None, *, dist: str,
+                    shape: str, m2: float, m4: float, delta: float,
+                    ks_shift: Callable[[float], float], law: str,
+                    law_params: tuple[tuple[str, float], ...]) -> NormalCheck:
+    tests: tuple[SubTest | None, ...] = (None, None, None)
+    range_t, method, res = None, ("exact" if acc.buffer is not None else "grid"), 0.0
+    if acc.n_finite >= 3:
+        range_t, tests, method, res = _bounded_subtests(acc, q, f, m2=m2, m4=m4, delta=delta,
+                                                        ks_shift=ks_shift)
+    return _result(acc, q, f, name, dist=dist, shape=shape, tests=tests, method=method, res=res,
+                   expected_std=acc.s * math.sqrt(m2), range_test=range_t, law=law,
+                   law_params=law_params)
+
+
+def check_uniform(values: Any, bound: float, *, fpr: float = 1e-9,
+                  quantization: float | None = None, name: str | None = None) -> NormalCheck:
+    """Are `values` (an array, or an iterable of arrays) iid U(-bound, bound)?
+
+    Sub-tests (module docstring, "Uniform"): range (hard: no value beyond +-bound, widened only
+    by rounding), mean and second moment (Hoeffding / Bennett), KS (DKW-Massart). The
+    false-positive rate is <= fpr at every n >= 3 for exact draws rounded to the storage
+    precision (quantization: as check_normal), from any generator on a grid of 2^24 or more
+    points. Non-finite values make the check fail (it does not raise).
+
+    Power: rejection rate at fpr 1e-9 of float32 data, n = 4096 / 65536 / 1M (200 / 100 / 20
+    fixed-seed runs; `python benchmarks/power_laws.py`): bound x1.01 or x1.05: 1 / 1 / 1
+    (range); x0.95: 0.49 / 1 / 1 (variance, KS); x0.99: 0 / 0.18 / 1; a normal with the same
+    std: 1 / 1 / 1 (range); 1% of the values zero: 0 / 0 / 1. True U(a), bf16-rounded or not:
+    0 / 0 / 0. Order is invisible: a sorted tensor passes.
+    """
+    a = _positive(bound, "bound", " (the half-width a of U(-a, a))")
+    f = _check_fpr(fpr)
+    qv = _check_quantization(quantization)
+    acc, q = _collect(values, _uniform_law(a), qv, "check_uniform")
+    return _bounded_result(
+        acc, q, f, name, dist=f"U(-{a:.4g}, {a:.4g})", shape="uniform", m2=1.0 / 3.0,
+        m4=1.0 / 5.0, delta=UNIFORM_ABS * a,
+        ks_shift=lambda qe: 0.5 * (qe + (1.0 + qe) * UNIFORM_ABS),
+        law="uniform", law_params=(("bound", a),))
+
+
+def check_truncnormal(values: Any, std: float, k: float, *, fpr: float = 1e-9,
+                      quantization: float | None = None, name: str | None = None) -> NormalCheck:
+    """Are `values` iid N(0, std) truncated to [-k std, k std] (std of the untruncated normal)?
+
+    Sub-tests (module docstring, "Truncated normal"): range (hard), mean (Hoeffding / Bennett),
+    second moment against the truncated variance truncnormal_variance(std, k), KS (DKW-Massart)
+    against the truncated CDF. False-positive rate <= fpr at every n >= 3 (quantization: as
+    check_normal). Non-finite values make the check fail (it does not raise).
+
+    Power: rejection rate at fpr 1e-9 of float32 data, s = 0.02, k = 3, n = 4096 / 65536 / 1M
+    (200 / 100 / 20 runs; `python benchmarks/power_laws.py`): a plain normal (nothing cut, e.g.
+    torch's trunc_normal_(std=s) with its absolute default cut +-2): 1 / 1 / 1 (range); std
+    x1.05 with k = 3: 1 / 1 / 1 (range); std x1.05 cut at the same +-3 s: 0 / 1 / 1 (variance);
+    std x0.95: 0.01 / 1 / 1; k = 2.5: 0 / 1 / 1; k = 2: 1 / 1 / 1; a uniform with the same std:
+    0.98 / 1 / 1 (KS). True TN(s, 3), bf16-rounded or not: 0 / 0 / 0. (check_normal with the
+    matched std tells TN(s, 3) from a normal in only 15% of runs at 1M.)
+    """
+    s = _positive(std, "std", " (the std of the untruncated normal)")
+    kk = _positive(k, "k", " (the cut in stds of the untruncated normal, e.g. 3)")
+    f = _check_fpr(fpr)
+    qv = _check_quantization(quantization)
+    acc, q = _collect(values, _tn_law(s, kk), qv, "check_truncnormal")
+    z_mass, m2, m4 = _tn_moments(kk)
+    peak = min(kk, 1.0) * math.exp(-0.5 * min(kk, 1.0) ** 2) / _SQRT2PI  # max |u| phi(u), |u|<=k
+    return _bounded_result(
+        acc, q, f, name, dist=f"N(0, {s:.4g}) cut at +-{kk:.4g} std", shape="truncated normal",
+        m2=m2, m4=m4, delta=0.0, ks_shift=lambda qe: qe / (1.0 - qe) * peak / z_mass,
+        law="truncnormal", law_params=(("std", s), ("k", kk)))
 
 
 # ---- check_constant ---------------------------------------------------------------------------
