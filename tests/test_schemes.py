@@ -28,6 +28,7 @@ from reference.schemes import (
     truncnormal_variance,
 )
 from tests.known import SEED, SMALL
+from verify.strategies import gpt2_configs
 
 # ---- the draws against torch.nn.init ----------------------------------------------------------
 
@@ -383,3 +384,36 @@ def test_cli_scheme_errors_are_one_line(argv, match, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not (tmp_path / "x.bin").exists()
+
+
+# ---- every tensor passes its law (Hypothesis over configs, seeds and schemes) -----------------
+
+def _check(values, law, fpr):
+    from verify import stats
+
+    if law.kind == "normal":
+        return stats.check_normal(values, law.std, fpr=fpr)
+    if law.kind == "uniform":
+        return stats.check_uniform(values, law.bound, fpr=fpr)
+    return stats.check_truncnormal(values, law.std, law.k, fpr=fpr)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cfg=gpt2_configs(max_params=60_000), seed=st.integers(0, 2 ** 32 - 1),
+       scheme=st.sampled_from(list(SCHEMES)), profile=st.sampled_from(["llmc", "torch"]))
+def test_every_part_follows_its_law(cfg, seed, scheme, profile):
+    init = resolve(scheme, cfg, profile=profile)
+    tensors = init_tensors(cfg, seed, profile, scheme=init)
+    parts = [(name, layer, p) for name in TENSOR_NAMES
+             for layer in (range(cfg.layers) if name not in ("wte", "wpe", "lnfw", "lnfb") else [None])
+             for p in init.parts(name, layer)]
+    random_parts = sum(p.law.random for _n, _l, p in parts)
+    for name, layer, part in parts:
+        t = tensors[name] if layer is None else tensors[name][layer]
+        values = t.reshape(t.shape[0], -1)[part.lo:part.hi].reshape(-1) if t.ndim > 1 else t[part.lo:part.hi]
+        if not part.law.random:
+            assert np.all(values == np.float32(part.law.value)), (name, layer, part)
+        elif values.size >= 3:
+            # the family of random parts at 1e-9 together (Bonferroni): this cannot flake
+            check = _check(values, part.law, 1e-9 / random_parts)
+            assert check.passed, (scheme, name, layer, check.reason)
