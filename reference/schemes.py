@@ -34,6 +34,9 @@ fcprojw). How each law turns stream words into float32 values, exactly:
   are the bits of PyTorch's CPU `torch.empty(n).uniform_(-a, a)` after manual_seed with its
   AVX2 / AVX512 kernels. torch profile: PyTorch's scalar kernel (ATEN_CPU_CAPABILITY=default),
   RN32(RN32(k 2^-24 * 2 a32) - a32), two roundings (up to half the values 1 ulp apart).
+  llm.c's own uniform_ (llmc/rand.h: randfloat32() * (to - from) + from in float) gives the
+  llmc rule's bits when gcc contracts it into an FMA (-march=native on an FMA CPU, as llm.c's
+  Makefile builds) and the torch rule's without FMA.
 - truncnormal(std, k): standard normals z from consecutive blocks of 16 words with llm.c's
   Box-Muller (reference.normal.box_muller16, the llmc profile's n >= 16 transform at std 1);
   values with |z| <= k (compared in float64) are kept in order, the rest rejected; value =

@@ -39,3 +39,17 @@ LLMC_LARGE_SHA256 = {
     "d36": "28e600cabd5d1f189fb887e441065eeb1a1c2087dc86fad3dec9ae6c71776cc1",
     "d48": "f028d4674783c80fa60619598cc8abd881580b84a602ed14e3ddb6e6fcce30d1",
 }
+
+# llm.c's own uniform_ (llmc/rand.h: randfloat32(state) * (to - from) + from, in float) from
+# manual_seed(seed), from = -a, to = a; a scratch harness around rand.h built with gcc 12 -O3:
+# with -march=native gcc contracts the expression into one FMA (one rounding), without it two
+# roundings. SHA-256 of the float32 values.
+LLMC_UNIFORM_SHA256 = {
+    # (seed, n, a as a float32 value): {build: sha256}
+    (42, 100_003, 0.08838830143213272): {
+        "fma": "d78023fb007b9a938dd7a92aa63b8577871fd0fe87ec88b01285b3547bcaf744",
+        "no-fma": "b2095150ff6d81a2a6b255b743331e4e2fea10497345987ed9859688c76a9792"},
+    (7, 5000, 0.03608439862728119): {
+        "fma": "f31c436fb39302290375139ee5eeeb2ad904a588f12755e8c3b1386f706b7be1",
+        "no-fma": "c9631157a7e86e81fa830fc544cee92ddca38b45eaba3b0d0781680daa23e837"},
+}

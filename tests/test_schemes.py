@@ -27,7 +27,7 @@ from reference.schemes import (
     resolve,
     truncnormal_variance,
 )
-from tests.known import SEED, SMALL
+from tests.known import LLMC_UNIFORM_SHA256, SEED, SMALL
 from verify.strategies import gpt2_configs
 
 # ---- the draws against torch.nn.init ----------------------------------------------------------
@@ -150,6 +150,15 @@ def test_uniform_rule_is_torch_uniform_(capability, profile):
                                                          "llmc" if profile == "torch" else "torch")))
                             for seed, n, a in UNIFORM_CASES])
     assert np.mean(want != other) > 0.05  # the two rules really differ (none when a is a power of 2)
+
+
+def test_uniform_rules_are_llmcs_uniform_():
+    # llmc/rand.h uniform_ built with FMA contraction (llm.c's Makefile: -march=native) is the
+    # llmc rule; built without FMA it is the torch (scalar PyTorch) rule
+    for (seed, n, a), sums in LLMC_UNIFORM_SHA256.items():
+        for profile, build in (("llmc", "fma"), ("torch", "no-fma")):
+            got = np.concatenate(list(_uniform(MT19937(seed), n, a, 4096, profile)))
+            assert hashlib.sha256(got.astype("<f4").tobytes()).hexdigest() == sums[build], (seed, profile)
 
 
 # ---- truncated normals ------------------------------------------------------------------------
