@@ -3,8 +3,9 @@
     def test_my_init(gpt2_reference):
         ref = gpt2_reference("d6")                    # name -> float32 array, llm.c shapes
         assert (my_init()["wte"] == ref["wte"]).all()
+        xav = gpt2_reference("d6", scheme="xavier-uniform", overrides=["wpe.std=0.01"])
 
-The reference is computed once per (config, seed, profile) and session.
+The reference is computed once per (config, seed, profile, scheme, overrides) and session.
 
     def test_my_init_on_any_config(gpt2_fuzz):
         gpt2_fuzz(my_module.init, examples=20, require="close")   # fn(config, seed) -> {name: array}
@@ -32,11 +33,11 @@ def gpt2_reference():
 
     cache: dict = {}
 
-    def get(config, seed: int = 42, profile: str = "llmc"):
+    def get(config, seed: int = 42, profile: str = "llmc", *, scheme: str = "gpt2", overrides=()):
         cfg = from_descriptor(config) if isinstance(config, str) else config
-        key = (cfg, seed, profile)
+        key = (cfg, seed, profile, scheme, tuple(overrides))
         if key not in cache:
-            cache[key] = init_tensors(cfg, seed, profile)
+            cache[key] = init_tensors(cfg, seed, profile, scheme=scheme, overrides=tuple(overrides))
         return cache[key]
 
     return get

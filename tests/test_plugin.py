@@ -37,3 +37,16 @@ def test_project_with_its_own_verify_and_reference_packages(tmp_path):
                               timeout=120)
     assert fixtures.returncode == 0, fixtures.stderr
     assert "gpt2_reference" in fixtures.stdout
+
+
+def test_reference_fixture_takes_schemes_and_caches(gpt2_reference):
+    import numpy as np
+
+    from reference.init import init_tensors
+    from tests.known import SMALL
+
+    ref = gpt2_reference(SMALL, 7, scheme="xavier-uniform", overrides=["wpe.std=0.01"])
+    want = init_tensors(SMALL, 7, scheme="xavier-uniform", overrides=["wpe.std=0.01"])
+    assert all(np.array_equal(ref[k], want[k]) for k in want)
+    assert gpt2_reference(SMALL, 7, scheme="xavier-uniform", overrides=["wpe.std=0.01"]) is ref
+    assert not np.array_equal(gpt2_reference(SMALL, 7)["wpe"], ref["wpe"])
