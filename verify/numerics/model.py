@@ -412,21 +412,22 @@ class TorchModel:
         with torch.no_grad():
             grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p))
                      for n, p in self.params.items()}
-            norm = math.sqrt(sum(float(g.double().square().sum()) for g in grads.values()))
+            # per-tensor norms in the params' dtype, combined in float64 (no float64 copies)
+            norm = math.sqrt(sum(float(g.norm()) ** 2 for g in grads.values()))
             scale = opt.grad_clip / norm if opt.grad_clip is not None and norm > opt.grad_clip else 1.0
             self.t += 1
             b1c = 1.0 - opt.beta1 ** self.t
             b2c = 1.0 - opt.beta2 ** self.t
             for name, p in self.params.items():
-                g = grads[name] * scale
+                g = grads[name] if scale == 1.0 else grads[name] * scale
                 m, v = self.m[name], self.v[name]
                 m.mul_(opt.beta1).add_(g, alpha=1.0 - opt.beta1)
                 v.mul_(opt.beta2).addcmul_(g, g, value=1.0 - opt.beta2)
-                update = (m / b1c) / ((v / b2c).sqrt() + opt.eps)
+                denom = (v / b2c).sqrt_().add_(opt.eps)  # sqrt(v_hat) + eps
                 wd = opt.weight_decay if opt.decays(name) else 0.0
                 if wd:
-                    update = update + wd * p
-                p.sub_(opt.lr * update)
+                    p.mul_(1.0 - opt.lr * wd)  # p - lr wd p, with p before the update
+                p.addcdiv_(m, denom, value=-opt.lr / b1c)  # - lr m_hat / (sqrt(v_hat) + eps)
                 p.grad = None
         return norm
 
