@@ -70,7 +70,7 @@ class Plan:
                     self._ready.notify_all()
                 law = d.law
                 if law.kind == "normal":
-                    advance(stream, d.count, _std_arg(law, self.profile), profile=self.profile)
+                    advance(stream, d.count, std_arg(law, self.profile), profile=self.profile)
                 elif law.kind == "uniform":
                     stream.skip(d.count)
                 else:  # truncnormal: how many blocks it takes depends on the values
@@ -95,7 +95,7 @@ class Plan:
         return stream
 
 
-def _std_arg(law: Law, profile: str):
+def std_arg(law: Law, profile: str):
     # what normal_ is handed: llm.c passes a float, PyTorch a double (see normal_)
     return np.float32(law.std) if profile == "llmc" else float(law.std)
 
@@ -155,7 +155,7 @@ def _truncnormal(stream: MT19937, n: int, std: float, k: float, chunk: int) -> I
 
 def _draw(stream: MT19937, law: Law, n: int, profile: str, chunk: int) -> Iterator[np.ndarray]:
     if law.kind == "normal":
-        return normal_(stream, n, _std_arg(law, profile), profile=profile, chunk=chunk)
+        return normal_(stream, n, std_arg(law, profile), profile=profile, chunk=chunk)
     if law.kind == "uniform":
         return _uniform(stream, n, law.bound, chunk, profile)
     return _truncnormal(stream, n, law.std, law.k, chunk)

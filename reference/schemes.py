@@ -275,6 +275,23 @@ class Scheme:
     citation: str
     rule: Rule
     params: Mapping[str, float] = dataclasses.field(default_factory=dict)  # defaults, e.g. base_width
+    short: Mapping[str, str] = dataclasses.field(default_factory=dict)  # role -> the formula in a few words
+
+    def short_formula(self, name: str) -> str | None:
+        """The std (or bound) formula of tensor `name` in a few words (reports), None for a
+        tensor the scheme leaves at its default (LayerNorm 1/0, biases 0)."""
+        return self.short.get(role_of(name))
+
+
+def role_of(name: str) -> str:
+    """embedding | projection (residual output) | weight | bias | layernorm."""
+    if name in EMBEDDINGS:
+        return "embedding"
+    if name in OUTPUT_PROJECTIONS:
+        return "projection"
+    if name in WEIGHTS:
+        return "weight"
+    return "bias" if name in BIAS_OF else "layernorm"
 
 
 def _gpt2(site: Site):
@@ -366,36 +383,46 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("gpt2", "N(0, 0.02) for wte, wpe, qkvw, fcw; N(0, 0.02 / sqrt(2L)) for attprojw and fcprojw; "
                    "LayerNorm 1/0, biases 0",
            "Radford et al. 2019 (GPT-2), as llm.c's gpt_build_from_descriptor (train_gpt2.cu) and "
-           "train_gpt2.py's _init_weights draw it", _gpt2),
+           "train_gpt2.py's _init_weights draw it", _gpt2,
+           short={"embedding": "0.02", "weight": "0.02", "projection": "0.02/sqrt(2L)"}),
     Scheme("torch-default", "what untouched PyTorch modules give: nn.Embedding N(0, 1) (wte, wpe); nn.Linear "
                             "weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm 1/0",
            "torch.nn.Embedding / torch.nn.Linear reset_parameters (kaiming_uniform_ with a=sqrt(5)). "
            "With a tied lm_head the survivor depends on the tie: nanoGPT assigns the Linear's tensor to "
            "wte (U), Hugging Face the Embedding's (N(0, 1)); this scheme takes the embedding's",
-           _torch_default),
+           _torch_default, short={"embedding": "nn.Embedding's N(0, 1)",
+                                  **dict.fromkeys(("weight", "projection", "bias"),
+                                                  "nn.Linear's U(+-1/sqrt(fan_in))")}),
     Scheme("xavier-normal", "every weight N(0, sqrt(2 / (fan_in + fan_out))); LayerNorm 1/0, biases 0",
            "Glorot & Bengio 2010, 'Understanding the difficulty of training deep feedforward neural "
-           "networks'; torch.nn.init.xavier_normal_ (gain 1)", _xavier("normal")),
+           "networks'; torch.nn.init.xavier_normal_ (gain 1)", _xavier("normal"),
+           short=dict.fromkeys(("embedding", "weight", "projection"), "sqrt(2/(fan_in+fan_out))")),
     Scheme("xavier-uniform", "every weight U(-a, a), a = sqrt(6 / (fan_in + fan_out)); "
                              "LayerNorm 1/0, biases 0",
-           "Glorot & Bengio 2010; torch.nn.init.xavier_uniform_ (gain 1)", _xavier("uniform")),
+           "Glorot & Bengio 2010; torch.nn.init.xavier_uniform_ (gain 1)", _xavier("uniform"),
+           short=dict.fromkeys(("embedding", "weight", "projection"), "bound sqrt(6/(fan_in+fan_out))")),
     Scheme("kaiming-normal", "every weight N(0, sqrt(2) / sqrt(fan_in)); LayerNorm 1/0, biases 0",
            "He et al. 2015, 'Delving deep into rectifiers'; torch.nn.init.kaiming_normal_ (mode fan_in). "
            "Gain sqrt(2), the ReLU gain: He et al. derive it for ReLU, torch.nn.init.calculate_gain has no "
            "GELU entry, and GELU matches ReLU away from 0, so sqrt(2) is what kaiming_normal_'s default "
-           "(leaky_relu, a=0) gives and what GELU models that call it get", _kaiming("normal")),
+           "(leaky_relu, a=0) gives and what GELU models that call it get", _kaiming("normal"),
+           short=dict.fromkeys(("embedding", "weight", "projection"), "sqrt(2/fan_in)")),
     Scheme("kaiming-uniform", "every weight U(-a, a), a = sqrt(6 / fan_in) (std sqrt(2 / fan_in)); "
                               "LayerNorm 1/0, biases 0",
            "He et al. 2015; torch.nn.init.kaiming_uniform_ (mode fan_in, gain sqrt(2) as kaiming-normal)",
-           _kaiming("uniform")),
+           _kaiming("uniform"),
+           short=dict.fromkeys(("embedding", "weight", "projection"), "bound sqrt(6/fan_in)")),
     Scheme("small-init", "wte, wpe, qkvw, fcw N(0, sqrt(2 / (5C))); attprojw, fcprojw N(0, 2 / (L sqrt(C))) "
                          "('wang'); LayerNorm 1/0, biases 0",
            "Nguyen & Salazar 2019, 'Transformers without Tears'; GPT-NeoX init_functions.py "
-           "small_init_init_method and wang_init_method", _small_init),
+           "small_init_init_method and wang_init_method", _small_init,
+           short={"embedding": "sqrt(2/(5C))", "weight": "sqrt(2/(5C))", "projection": "2/(L sqrt(C))"}),
     Scheme("olmo-mitchell", "every weight TN(0, 1/sqrt(fan_in), cut at 3 std), embeddings 1/sqrt(C); "
                             "attprojw, fcprojw 1/sqrt(2 fan_in (layer + 1)); LayerNorm 1/0, biases 0",
            "OLMo (Groeneveld et al. 2024) init_weights with InitFnType.mitchell, cutoff_factor 3 "
-           "(olmo/initialization.py)", _olmo_mitchell),
+           "(olmo/initialization.py)", _olmo_mitchell,
+           short={"embedding": "1/sqrt(C), cut at 3 std", "weight": "1/sqrt(fan_in), cut at 3 std",
+                  "projection": "1/sqrt(2 fan_in (layer+1)), cut at 3 std"}),
     Scheme("mup", "muP init part at base width W0 (base_width): wte, wpe N(0, 0.02); qkvw, fcw N(0, 0.02 "
                   "sqrt(W0/C)); attprojw, fcprojw N(0, 0.02 sqrt(W0/C) / sqrt(2L)); the query rows of qkvw "
                   "zero; LayerNorm 1/0, biases 0. Equals gpt2 (but for the zero query) at C = W0",
@@ -404,7 +431,9 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            "Not included, because they are not an init: muP's forward multipliers (attention 1/d "
            "instead of 1/sqrt(d), the output logit multiplier 1/width_mult) and its per-layer learning "
            "rates. The readout is not zeroed: llm.c's lm_head is tied to wte, which must stay an "
-           "input embedding", _mup, {"base_width": 256.0}),
+           "input embedding", _mup, {"base_width": 256.0},
+           short={"embedding": "0.02", "weight": "0.02 sqrt(W0/C)",
+                  "projection": "0.02 sqrt(W0/C)/sqrt(2L)"}),
 )}
 DEFAULT_SCHEME = "gpt2"
 

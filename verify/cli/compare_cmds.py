@@ -8,7 +8,7 @@ from reference.config import LLMC_VOCAB, ConfigError, GPTConfig, from_descriptor
 from reference.normal import PROFILES
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
-from .common import check_seed, emit_json
+from .common import add_scheme_args, check_seed, emit_json, scheme_from_args
 
 
 def _against(args, heads: int | None):
@@ -42,7 +42,10 @@ def cmd_compare(args) -> int:
     against = _against(args, args.heads)
     heads = against.heads if isinstance(against, GPTConfig) else args.heads
     with open_model(args.file, fmt=args.format, layout=args.layout, heads=heads) as model:
-        report = compare(model, against=against, seed=args.seed, profile=args.profile,
+        cfg = (against if isinstance(against, GPTConfig) else
+               model.config if against is None else against.config)
+        scheme = scheme_from_args(args, cfg)  # bad --set: one-line error, exit 2
+        report = compare(model, against=against, seed=args.seed, profile=args.profile, scheme=scheme,
                          fpr=args.fpr, require=args.require)
         if args.json:
             emit_json(args.json, report.to_dict())
@@ -72,6 +75,7 @@ def register(sub) -> None:
                    help="override the format detected from the magic and suffix")
     q.add_argument("--layout", choices=("llmc", "nanogpt", "hf"),
                    help="override the layout detected from the tensor names")
+    add_scheme_args(q)
     q.add_argument("--require", choices=("exact", "close", "distribution"), default="close",
                    help="the verdict needed to exit 0 (default close)")
     q.add_argument("--fpr", type=float, default=1e-9,

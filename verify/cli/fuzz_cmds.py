@@ -6,12 +6,12 @@ from __future__ import annotations
 from reference.normal import PROFILES
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
-from .common import emit_json
+from .common import add_scheme_args, emit_json
 
 
 def cmd_fuzz(args) -> int:
     from ..compare.candidate import Candidate
-    from ..compare.fuzz import fuzz
+    from ..compare.fuzz import SchemeError, fuzz
 
     if (args.cmd is None) == (args.adapter is None):
         raise InputError(None, "give exactly one of --cmd TEMPLATE or --adapter module:function")
@@ -26,9 +26,12 @@ def cmd_fuzz(args) -> int:
     candidate = Candidate(cmd=args.cmd, adapter=args.adapter, timeout=args.timeout)
     try:
         result = fuzz(candidate, examples=args.examples, max_params=args.max_params, require=args.require,
-                      profile=args.profile, hypothesis_seed=args.hypothesis_seed)
+                      profile=args.profile, hypothesis_seed=args.hypothesis_seed, scheme=args.scheme,
+                      overrides=args.overrides)
     except InvalidArgument as e:
         raise InputError(None, f"fuzz: {' '.join(str(e).split())}") from None
+    except SchemeError as e:  # a bad --set, found before the candidate runs
+        raise InputError(None, str(e)) from None
     if args.json:
         emit_json(args.json, result.to_dict())
     if args.json != "-":
@@ -50,6 +53,7 @@ def register(sub) -> None:
     q.add_argument("--require", choices=("exact", "close", "distribution"), default="close",
                    help="the grade every example must reach (close)")
     q.add_argument("--profile", choices=PROFILES, default="llmc", help="the reference profile (llmc)")
+    add_scheme_args(q)  # the scheme the candidate implements (e.g. xavier-uniform)
     q.add_argument("--timeout", type=float, default=60.0, help="seconds per candidate run (60)")
     q.add_argument("--hypothesis-seed", type=int, metavar="N",
                    help="draw the same examples on every run (default: fresh ones each run)")

@@ -1,11 +1,13 @@
-"""Grade anyone's initialized GPT-2 weights against the reference (exact / close / distribution /
-mismatch), say where and why they differ, and fuzz implementations through Hypothesis.
+"""Grade anyone's initialized GPT-2 weights against the reference of any init scheme (exact /
+close / distribution / mismatch), say where and why they differ, and fuzz implementations through Hypothesis.
 
     from verify.compare import compare
     from verify.formats.model import open_model
 
     report = compare(open_model("model.pt"))          # config inferred, seed 42, profile llmc
     print(report.render()); report.passed("close")
+    compare(model, scheme="xavier-uniform")            # any reference.schemes init scheme ...
+    compare(model, overrides=["wpe.std=0.01"])         # ... with --set style overrides
 
 Depends on verify.formats, verify.stats and reference; nothing there depends on it.
 """

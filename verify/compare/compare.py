@@ -6,16 +6,10 @@ import itertools
 
 import numpy as np
 
-from reference.config import (
-    RANDOM_TENSORS,
-    GPTConfig,
-    TensorSpec,
-    draw_order,
-    nominal_std,
-    parameter_table,
-)
+from reference.config import GPTConfig, TensorSpec, parameter_table
 from reference.init import iter_params
 from reference.normal import check_profile
+from reference.schemes import DEFAULT_SCHEME, SchemeInit, resolve
 
 from ..pipeline import background
 from ..progress import Progress
@@ -27,6 +21,7 @@ from .grade import (
     diff_tensor,
     expected_shape,
     grade_tensor,
+    law_groups,
     regions,
 )
 from .report import Report, check_require
@@ -50,11 +45,30 @@ def _file_info(model) -> dict:
             "wte_rows": model.wte_rows, "lm_head": model.lm_head}
 
 
+def _resolve_scheme(scheme, overrides, cfg: GPTConfig, profile: str) -> SchemeInit:
+    if isinstance(scheme, SchemeInit):
+        if overrides:
+            raise ValueError("compare: give overrides= with a scheme name, not with a resolved SchemeInit "
+                             "(resolve it with the overrides instead)")
+        if scheme.cfg != cfg or scheme.profile != profile:
+            raise ValueError(f"compare: the scheme was resolved for {scheme.cfg.describe()} profile "
+                             f"{scheme.profile}, but the comparison is for {cfg.describe()} profile "
+                             f"{profile}; pass the scheme's name instead")
+        return scheme
+    return resolve(scheme, cfg, profile=profile, overrides=tuple(overrides))
+
+
 def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
+            scheme: "str | SchemeInit" = DEFAULT_SCHEME, overrides=(),
             fpr: float = DEFAULT_FPR, require: str = "close", progress: bool | None = None) -> Report:
     """Grade `candidate` (a verify.formats.model.ModelFile) against the reference init of
     `against` (a GPTConfig; None: the config inferred from the file) for (seed, profile), or
-    against another ModelFile (no regeneration: e.g. the same model written by two builds)."""
+    against another ModelFile (no regeneration: e.g. the same model written by two builds).
+
+    scheme, overrides: the init scheme (a name from reference.schemes.SCHEMES, e.g.
+    "xavier-uniform", or a resolved SchemeInit) and its `--set` overrides ("wpe.std=0.01"): the
+    reference bits and every expected law come from them. Bad names or overrides raise
+    ValueError."""
     check_profile(profile)
     check_require(require)
     file_mode = against is not None and not isinstance(against, GPTConfig)
@@ -64,21 +78,28 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
     else:
         cfg = candidate.config if against is None else against
         against_info = {"kind": "reference", "seed": seed, "profile": profile}
+    init = _resolve_scheme(scheme, overrides, cfg, profile)
+    against_info["scheme"] = init.label
     problems = list(candidate.shape_problems) + _config_problems(candidate.config, cfg)
     problems += [f"missing from the file: {k}" for k in candidate.missing]
     problems += [f"extra tensor in the file: {k}" for k in candidate.extra]
     report = Report(file=_file_info(candidate), config=cfg.as_dict(), against=against_info,
                     profile=None if file_mode else profile, seed=None if file_mode else seed,
-                    tolerance=describe_tolerance(), tensors=[], problems=problems, require=require)
+                    tolerance=describe_tolerance(), tensors=[], problems=problems, require=require,
+                    scheme=init.to_dict())
     if _config_problems(candidate.config, cfg):
         return report  # every shape differs: nothing to grade value by value
 
     specs = parameter_table(cfg)
-    n_random = sum(s.name in RANDOM_TENSORS for s in specs) + (candidate.lm_head == "separate")
-    per_check = fpr / n_random
+    # one law check per distinct random law of each tensor (lm_head: wte's): the family-wise
+    # false-positive rate fpr is split evenly over them (Bonferroni)
+    n_checks = sum(len(law_groups(init, s)) for s in specs)
+    wte = next(s for s in specs if s.name == "wte")
+    n_checks += len(law_groups(init, wte)) * (candidate.lm_head == "separate")
+    per_check = fpr / max(n_checks, 1)
     # the reference, generated in a background thread (both cores), grouped by tensor
     reference = None if file_mode else itertools.groupby(
-        background(iter_params(cfg, seed, profile, CHUNK)), key=lambda pair: pair[0].name)
+        background(iter_params(cfg, seed, profile, CHUNK, scheme=init)), key=lambda pair: pair[0].name)
     region_diffs: dict[str, list[RegionDiff]] = {}
     total = sum(s.numel for s in specs)
     with Progress(total, "compare", enabled=progress) as bar:
@@ -94,22 +115,27 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
                 name, group = next(reference)
                 assert name == spec.name, (name, spec.name)
                 ref_chunks = (part for _spec, part in group)
-            grade, diffs = _grade_one(candidate, cfg, spec, ref_chunks, per_check)
+            grade, diffs = _grade_one(candidate, cfg, spec, ref_chunks, per_check, init)
             report.tensors.append(grade)
             if diffs:
                 region_diffs[spec.name] = diffs
             bar.update(spec.numel)
         if candidate.lm_head == "separate":
             ref_wte = (against.iter_chunks("wte", CHUNK) if file_mode else
-                       (part for _s, part in iter_params(cfg, seed, profile, CHUNK) if _s.name == "wte"))
-            report.tensors.append(_grade_lm_head(candidate, cfg, ref_wte, per_check))
-    _first_divergences(cfg, report, region_diffs)
+                       (part for _s, part in iter_params(cfg, seed, profile, CHUNK, scheme=init)
+                        if _s.name == "wte"))
+            report.tensors.append(_grade_lm_head(candidate, cfg, ref_wte, per_check, init))
+    _first_divergences(init, report, region_diffs)
     if not file_mode:
-        _diagnose(candidate, cfg, seed, profile, report, region_diffs, progress)
+        why_not = dg.undiagnosable(init)
+        if why_not:
+            report.diagnosis = why_not
+        else:
+            _diagnose(candidate, init, seed, profile, report, region_diffs, progress)
     return report
 
 
-def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float
+def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float, init: SchemeInit
                ) -> tuple[TensorGrade, list[RegionDiff] | None]:
     name = spec.name
     source = list(model.sources.get(name, []))
@@ -129,15 +155,14 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float
         if sorted(shape) == sorted(want) and len(shape) == len(want):
             text += " (transposed)"
         return TensorGrade(name, shape, dtype, source, "mismatch", text, numel=int(np.prod(shape))), None
-    parts = regions(cfg, spec, rows)
-    std = nominal_std(cfg, name) if name in RANDOM_TENSORS else 1.0
-    diffs = diff_tensor(model.iter_chunks(name, CHUNK), ref_chunks, parts, std=std, dtype=dtype)
+    parts = regions(cfg, spec, rows, init=init)
+    diffs = diff_tensor(model.iter_chunks(name, CHUNK), ref_chunks, parts, dtype=dtype)
     grade = grade_tensor(cfg, spec, diffs, shape=shape, dtype=dtype, source=source,
-                         candidate_chunks=lambda: model.iter_chunks(name, CHUNK), fpr=fpr)
+                         candidate_chunks=lambda: model.iter_chunks(name, CHUNK), fpr=fpr, init=init)
     return grade, diffs
 
 
-def _grade_lm_head(model, cfg, ref, fpr) -> TensorGrade:
+def _grade_lm_head(model, cfg, ref, fpr, init: SchemeInit) -> TensorGrade:
     """A separate (untied) lm_head: graded like wte's drawn rows (llm.c ties it to wte)."""
     arr = np.asarray(model.lm_head_tensor(), dtype=np.float32)
     rows = arr.shape[0] if arr.ndim == 2 else 0
@@ -147,29 +172,29 @@ def _grade_lm_head(model, cfg, ref, fpr) -> TensorGrade:
         g = TensorGrade("lm_head", tuple(arr.shape), model.dtype, source, "mismatch",
                         f"lm_head: shape {arr.shape}, expected ({cfg.vocab}, {cfg.channels})")
         return g
-    diffs = diff_tensor(iter([arr.reshape(-1)]), ref, regions(cfg, spec, rows),
-                        std=nominal_std(cfg, "wte"), dtype=model.dtype)
+    diffs = diff_tensor(iter([arr.reshape(-1)]), ref, regions(cfg, spec, rows, init=init), dtype=model.dtype)
     g = grade_tensor(cfg, spec, diffs, shape=arr.shape, dtype=model.dtype, source=source,
-                     candidate_chunks=lambda: iter([arr.reshape(-1)]), fpr=fpr)
+                     candidate_chunks=lambda: iter([arr.reshape(-1)]), fpr=fpr, init=init)
     g.name = "lm_head"
     g.reason = "lm_head (not tied to wte) " + g.reason.replace("wte", "lm_head", 1)
     return g
 
 
-def _slice_regions(cfg, region_diffs):
-    """(key, RegionDiff) for every drawn slice, in llm.c's draw order."""
+def _slice_regions(init: SchemeInit, region_diffs):
+    """((name, layer), RegionDiff) for every random part, in the scheme's draw order
+    (reference.schemes.SchemeInit.draws: llm.c's order under gpt2)."""
     by = {}
     for name, diffs in region_diffs.items():
         for d in diffs:
-            if d.region.kind == "normal":
-                by[(name, d.region.layer)] = d
-    for spec, layer, _start, _count in draw_order(cfg):
-        key = (spec.name, layer)
+            if d.region.random:
+                by[(name, d.region.layer, d.region.part)] = d
+    for draw in init.draws():
+        key = (draw.name, draw.layer, draw.index)
         if key in by:
-            yield key, by[key]
+            yield (draw.name, draw.layer), by[key]
 
 
-def _first_divergences(cfg, report: Report, region_diffs) -> None:
+def _first_divergences(init: SchemeInit, report: Report, region_diffs) -> None:
     grades = {t.name: t for t in report.tensors}
     for name, diffs in region_diffs.items():
         g = grades[name]
@@ -181,7 +206,7 @@ def _first_divergences(cfg, report: Report, region_diffs) -> None:
             g.first_divergence = {"index": list(np.unravel_index(d.first_over, g.shape)),
                                   "candidate": d.first_values[0], "reference": d.first_values[1]}
             g.first_divergence["index"] = [int(i) for i in g.first_divergence["index"]]
-    for key, d in _slice_regions(cfg, region_diffs):
+    for key, d in _slice_regions(init, region_diffs):
         if d.verdict in ("exact", "close") or d.first_over is None:
             continue
         g = grades[key[0]]
@@ -192,24 +217,26 @@ def _first_divergences(cfg, report: Report, region_diffs) -> None:
         return
 
 
-def _diagnose(model, cfg, seed, profile, report: Report, region_diffs, progress) -> None:
-    slices = list(_slice_regions(cfg, region_diffs))
+def _diagnose(model, init: SchemeInit, seed, profile, report: Report, region_diffs, progress) -> None:
+    cfg = init.cfg
+    slices = list(_slice_regions(init, region_diffs))
     # not from the reference's stream position (NaN/Inf alone is reported, not traced)
     bad = [key for key, d in slices if d.over > 0]
     if not bad:
         return
     heads = {key: d.head for key, d in slices if d.head is not None}
     dtype = model.dtype
+    where = {(d.name, d.layer): (d.start, d.count) for d in init.draws()}
 
     def candidate_slice(key):
         name, layer = key
         t = model.tensor(name)
         flat = (t if layer is None else t[layer]).reshape(-1)
-        count = next(c for s, ly, _st, c in draw_order(cfg) if (s.name, ly) == key)
-        return np.asarray(flat[:count], dtype=np.float32)
+        start, count = where[key]
+        return np.asarray(flat[start:start + count], dtype=np.float32)
 
     found = dg.diagnose(cfg, seed=seed, profile=profile, heads=heads, bad=bad, dtype=dtype,
-                        candidate_slice=candidate_slice, progress=progress)
+                        candidate_slice=candidate_slice, progress=progress, init=init)
     report.causes = [d.to_dict() for d in found]
     grades = {t.name: t for t in report.tensors}
     by_tensor: dict[str, list] = {}

@@ -21,6 +21,11 @@ position found with where the reference makes that call names the bug:
     in another seed's stream       -> another seed
     nowhere                        -> another generator (or values transformed after drawing)
 
+Under another init scheme (reference.schemes) the same holds for every normal part: the calls
+are SchemeInit.draws() (llm.c's order generalised), each with its law's std. Uniform and
+truncated-normal draws have no Box-Muller pairs to invert, so schemes with them are not
+traced (undiagnosable says why).
+
 Two causes need no search: a transposed draw (the slice's first row holds the reference's first
 column) and the n < 16 path, where llm.c discards the spare normal and PyTorch keeps it for the
 next call (the slice then matches the other profile's values).
@@ -34,10 +39,11 @@ from typing import Callable
 
 import numpy as np
 
-from reference.config import GPTConfig, TensorSpec, draw_order, nominal_std
-from reference.init import Plan, init_std, init_tensors
+from reference.config import GPTConfig, TensorSpec, parameter_table
+from reference.init import Plan, init_tensors, std_arg
 from reference.mt19937 import MT19937
 from reference.normal import PROFILES, advance, draws_needed, normal_array
+from reference.schemes import DEFAULT_SCHEME, Law, SchemeInit, resolve
 
 from ..progress import Progress
 from .tolerance import CLOSE_ATOL_STD, STORAGE_ROUNDING, close_bound
@@ -178,19 +184,45 @@ class Call:
     count: int
     start: int  # stream position
     draws: int
+    law: Law | None = None  # the normal law drawn (its std)
+    part: int = 0  # index of the scheme part in its tensor-layer
+    offset: int = 0  # where the part starts in its tensor-layer slice (values)
+
+    @property
+    def std(self) -> float:
+        return self.law.std
 
 
-def reference_calls(cfg: GPTConfig, seed: int, profile: str) -> tuple[list[Call], int, Plan]:
-    """llm.c's normal_ calls in draw order with their stream positions, the end position, and
-    the plan (generator snapshots at each call)."""
-    plan = Plan(cfg, seed, profile)
+def undiagnosable(init: SchemeInit) -> str | None:
+    """Why the stream diagnosis cannot trace `init`'s draws, or None when it can (every random
+    part normal, at most one per tensor and layer)."""
+    kinds = sorted({d.law.kind for d in init.draws()} - {"normal"})
+    if kinds:
+        return (f"stream diagnosis skipped: scheme {init.label} draws {' and '.join(kinds)} laws, and "
+                "the diagnosis traces Box-Muller normal draws only")
+    keys = [(d.name, d.layer) for d in init.draws()]
+    if len(keys) != len(set(keys)):
+        return (f"stream diagnosis skipped: scheme {init.label} draws several parts of one tensor and "
+                "layer, which the diagnosis does not trace")
+    return None
+
+
+def reference_calls(cfg: GPTConfig, seed: int, profile: str, init: SchemeInit | None = None
+                    ) -> tuple[list[Call], int, Plan]:
+    """The scheme's normal_ calls (default gpt2: llm.c's) in draw order with their stream
+    positions, the end position, and the plan (generator snapshots at each call)."""
+    init = resolve(DEFAULT_SCHEME, cfg, profile=profile) if init is None else init
+    plan = Plan(cfg, seed, profile, scheme=init)
+    specs = {s.name: s for s in parameter_table(cfg)}
     calls = []
-    for spec, layer, _start, count in draw_order(cfg):
-        start = plan.stream_at(spec.name, layer).position
-        calls.append(Call((spec.name, layer), spec, count, start, 0))
+    for d in init.draws():
+        start = plan.stream_at(d.name, d.layer, d.index).position
+        calls.append(Call((d.name, d.layer), specs[d.name], d.count, start, 0, d.law, d.index, d.start))
+    if not calls:
+        raise ValueError(f"scheme {init.label} draws nothing: there is no stream to trace")
     last = calls[-1]
-    stream = plan.stream_at(*last.key)
-    advance(stream, last.count, init_std(cfg, last.spec, profile), profile=profile)
+    stream = plan.stream_at(*last.key, last.part)
+    advance(stream, last.count, std_arg(last.law, profile), profile=profile)
     end = stream.position
     for a, b in zip(calls, calls[1:]):
         a.draws = b.start - a.start
@@ -214,13 +246,13 @@ class SliceDiagnosis:
         return d
 
 
-def _std_note(cfg: GPTConfig, name: str, std: float) -> str:
-    expected = nominal_std(cfg, name)
+def _std_note(cfg: GPTConfig, call: Call, std: float, gpt2: bool = True) -> str:
+    expected = call.std
     ratio = std / expected
     if abs(ratio - 1) < 1e-3:
         return ""
     note = f"drawn with std {std:.4g} = {ratio:.3g}x expected {expected:.4g}"
-    if cfg.layers > 1 and abs(ratio / math.sqrt(2 * cfg.layers) - 1) < 1e-2:
+    if gpt2 and cfg.layers > 1 and abs(ratio / math.sqrt(2 * cfg.layers) - 1) < 1e-2:
         note += ": residual scaling 1/sqrt(2L) missing"
     return note
 
@@ -243,13 +275,20 @@ def _shift_note(delta: int, calls: list[Call], cfg: GPTConfig) -> str:
 
 def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.ndarray],
              bad: list[Key], dtype: str, candidate_slice: Callable[[Key], np.ndarray],
-             progress: bool | None = None) -> list[SliceDiagnosis]:
+             progress: bool | None = None, init: SchemeInit | None = None) -> list[SliceDiagnosis]:
     """Causes for the slices in `bad` (not exact/close), in draw order.
 
-    heads: key -> the candidate's first 16 values of every slice; candidate_slice(key) -> all
-    values of one slice (used for the transposed-draw and n < 16 checks, small slices only).
+    heads: key -> the candidate's first 16 values of every slice (of its random part);
+    candidate_slice(key) -> all values of one slice's random part (used for the transposed-draw
+    and n < 16 checks, small slices only). init: the resolved scheme (default gpt2); it must
+    pass undiagnosable().
     """
-    calls, end, plan = reference_calls(cfg, seed, profile)
+    init = resolve(DEFAULT_SCHEME, cfg, profile=profile) if init is None else init
+    why_not = undiagnosable(init)
+    if why_not:
+        raise ValueError(why_not)
+    gpt2 = init.scheme.name == DEFAULT_SCHEME
+    calls, end, plan = reference_calls(cfg, seed, profile, init)
     by_key = {c.key: c for c in calls}
     by_start = {c.start: c for c in calls}
     out: list[SliceDiagnosis] = []
@@ -263,10 +302,11 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
         # n < 16: llm.c's and PyTorch's small-tensor paths differ (spare normal kept or not)
         if call.count < 16:
             if other_ref is None:
-                other_ref = init_tensors(cfg, seed, other_profile)
+                other_ref = init_tensors(cfg, seed, other_profile, scheme=resolve(
+                    init.scheme, cfg, profile=other_profile, overrides=init.overrides))
             want = _slice_of(other_ref[name], cfg, call)
             got = candidate_slice(key).astype(np.float32)
-            bound = close_bound(want, nominal_std(cfg, name), dtype)
+            bound = close_bound(want, call.std, dtype)
             if got.shape == want.shape and np.all(np.abs(got.astype(np.float64) - want) <= bound):
                 rule = ("PyTorch's (spare normal kept for the next call)" if other_profile == "torch"
                         else "llm.c's (spare normal discarded)")
@@ -293,9 +333,9 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
         horizon = min(max(2 * end, end + (1 << 20)), MAX_HORIZON)
         # first the places a bug usually puts a call: where the reference makes some call, or
         # right after its last draw; the whole stream is swept only for what is left
-        starts = {c.start: plan.stream_at(*c.key) for c in calls}
-        tail = plan.stream_at(*calls[-1].key)
-        advance(tail, calls[-1].count, init_std(cfg, calls[-1].spec, profile), profile=profile)
+        starts = {c.start: plan.stream_at(*c.key, c.part) for c in calls}
+        tail = plan.stream_at(*calls[-1].key, calls[-1].part)
+        advance(tail, calls[-1].count, std_arg(calls[-1].law, profile), profile=profile)
         starts[end] = tail
         firsts = {p: (st.u32(16) & np.uint32(0xFFFFFF)).astype(np.int64) for p, st in starts.items()}
         found = {}
@@ -319,7 +359,8 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
             found.update(more)
             missing = [h for h in missing if h.key not in found]
         for key in pending:
-            out.append(_explain(cfg, key, found.get(key), by_key, by_start, end, calls, seed, horizon))
+            out.append(_explain(cfg, key, found.get(key), by_key, by_start, end, calls, seed, horizon,
+                                gpt2))
     order = {c.key: i for i, c in enumerate(calls)}
     out.sort(key=lambda d: order[d.key])
     return out
@@ -331,14 +372,16 @@ def _transposed(cfg, key, spec, call, got, plan, profile, dtype) -> str | None:
     if not spec.per_layer or got is None or got.size < 16:
         return None
     rows, cols = spec.shape[1:]
-    ref = normal_array(plan.stream_at(*key), call.count, init_std(cfg, spec, profile), profile=profile)
+    if call.offset != 0 or call.count != rows * cols:
+        return None  # a part of the slice (muP's key/value rows): no whole matrix to transpose
+    ref = normal_array(plan.stream_at(*key, call.part), call.count, std_arg(call.law, profile),
+                       profile=profile)
     for shape, how in (((cols, rows), f"drawn as ({cols}, {rows}) = (in, out) and stored (out, in)"),
                        ((rows, cols), "stored transposed (column-major), then reshaped")):
         if shape[0] < 16:
             continue
         col = ref.reshape(shape)[:16, 0].astype(np.float64)
-        if np.all(np.abs(got[:16].astype(np.float64) - col) <= close_bound(col, nominal_std(cfg, key[0]),
-                                                                           dtype)):
+        if np.all(np.abs(got[:16].astype(np.float64) - col) <= close_bound(col, call.std, dtype)):
             return how
     return None
 
@@ -346,17 +389,17 @@ def _transposed(cfg, key, spec, call, got, plan, profile, dtype) -> str | None:
 def _slice_of(tensor: np.ndarray, cfg: GPTConfig, call: Call) -> np.ndarray:
     name, layer = call.key
     flat = tensor.reshape(-1) if layer is None else tensor[layer].reshape(-1)
-    return flat[:call.count].astype(np.float64)
+    return flat[call.offset:call.offset + call.count].astype(np.float64)
 
 
-def _explain(cfg, key, loc, by_key, by_start, end, calls, seed, horizon) -> SliceDiagnosis:
+def _explain(cfg, key, loc, by_key, by_start, end, calls, seed, horizon, gpt2=True) -> SliceDiagnosis:
     label = slice_label(*key)
     if loc is None:
         return SliceDiagnosis(key, f"{label}: values not found in the first {horizon:,} draws of "
                                    f"mt19937 seed {seed} nor at the start of {len(COMMON_SEEDS) - 1} "
                                    f"other common seeds: another generator, or the values were "
                                    f"transformed after drawing")
-    note = _std_note(cfg, key[0], loc.std)
+    note = _std_note(cfg, by_key[key], loc.std, gpt2)
     if loc.seed != seed:
         text = f"{label} comes from mt19937 seed {loc.seed}'s stream, not seed {seed}'s"
     elif loc.position == by_key[key].start:

@@ -11,6 +11,8 @@ JSON (schema "gpt2-verify/fuzz/1"):
     verdict        "pass" | "fail"
     candidate      how the candidate was given (command template, adapter or callable)
     require, profile, max_params
+    scheme         the init scheme every example is graded against, with its overrides (its label,
+                   e.g. "xavier-uniform" or "gpt2[wpe.std=0.01]")
     hypothesis_seed  the --hypothesis-seed that repeats this run, or null (fresh examples)
     examples_run   how many times the candidate ran in all (drawn examples + shrinking)
     shrink_runs    of those, how many were spent shrinking a failure (0 on pass)
@@ -35,6 +37,7 @@ from hypothesis.errors import Flaky
 from hypothesis.strategies import SearchStrategy
 
 from reference.config import GPTConfig
+from reference.schemes import DEFAULT_SCHEME, resolve
 
 from .. import __version__
 from ..strategies import gpt2_configs, seeds
@@ -43,6 +46,11 @@ from .compare import compare
 from .report import check_require
 
 SCHEMA = "gpt2-verify/fuzz/1"
+_PROBE = GPTConfig(2, 16, 2, vocab=64, max_seq_len=8)  # resolves a scheme once, before any example
+
+
+class SchemeError(ValueError):
+    """A bad scheme name or override, found before the candidate runs."""
 
 
 @dataclasses.dataclass
@@ -71,6 +79,7 @@ class FuzzResult:
     note: str | None = None
     shrink_runs: int = 0
     hypothesis_seed: int | None = None
+    scheme: str = DEFAULT_SCHEME  # the scheme's label (with overrides)
 
     @property
     def verdict(self) -> str:
@@ -81,15 +90,17 @@ class FuzzResult:
                 "candidate": self.candidate, "require": self.require, "profile": self.profile,
                 "examples_run": self.examples_run, "shrink_runs": self.shrink_runs,
                 "max_params": self.max_params, "hypothesis_seed": self.hypothesis_seed,
+                "scheme": self.scheme,
                 "failure": self.failure.to_dict() if self.failure else None, "note": self.note}
 
     def render(self) -> str:
         if not self.failure:
             return (f"fuzz: pass: {self.examples_run} examples, every one at least {self.require} "
-                    f"({self.candidate}, profile {self.profile})")
+                    f"({self.candidate}, profile {self.profile}, scheme {self.scheme})")
         f = self.failure
         found = self.examples_run - self.shrink_runs
-        lines = [f"fuzz: FAIL at example {found}, shrunk in {self.shrink_runs} more runs ({self.candidate})",
+        lines = [f"fuzz: FAIL at example {found}, shrunk in {self.shrink_runs} more runs ({self.candidate}, "
+                 f"scheme {self.scheme})",
                  f"smallest failing config: {f.config.describe()}, seed {f.seed}",
                  f"reproduce: {f.command}"]
         if self.note:
@@ -109,7 +120,7 @@ def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_param
          require: str = "close", profile: str = "llmc", timeout: float | None = None,
          seed_strategy: SearchStrategy[int] | None = None, config_kwargs: dict | None = None,
          derandomize: bool = False, hypothesis_seed: int | None = None,
-         progress: bool | None = None) -> FuzzResult:
+         progress: bool | None = None, scheme: str = DEFAULT_SCHEME, overrides=()) -> FuzzResult:
     """Run the property "candidate(config, seed) grades at least `require`" over Hypothesis-drawn
     configs and seeds; return the minimal failing example, if any.
 
@@ -119,9 +130,17 @@ def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_param
     config_kwargs go to verify.strategies.gpt2_configs; seed_strategy replaces
     verify.strategies.seeds(); derandomize=True or hypothesis_seed=N makes the run repeatable
     (the same examples every time; N picks which). progress: a line per
-    example on stderr (default: when stderr is a terminal).
+    example on stderr (default: when stderr is a terminal). scheme, overrides: the init scheme
+    the candidate implements (reference.schemes.SCHEMES, e.g. "xavier-uniform") and `--set`
+    overrides; each example is graded with compare(..., scheme=, overrides=). A bad scheme or
+    override raises SchemeError before the candidate runs.
     """
     check_require(require)
+    overrides = tuple(overrides)
+    try:
+        label = resolve(scheme, _PROBE, profile=profile, overrides=overrides).label
+    except ValueError as e:
+        raise SchemeError(str(e)) from None
     candidate = as_candidate(candidate, timeout=timeout)
     show = sys.stderr.isatty() if progress is None else progress
     state = {"runs": 0, "found_at": 0, "last": None}
@@ -139,6 +158,7 @@ def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_param
             failure = Failure(cfg, seed, res.command, res.error, res.output_tail, None)
         else:
             report = compare(res.model, against=cfg, seed=seed, profile=profile, require=require,
+                             scheme=scheme, overrides=overrides,
                              progress=False)  # one progress line per example instead
             if report.passed():
                 _say(show, state["runs"], cfg, seed, report.verdict)
@@ -165,7 +185,7 @@ def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_param
             print(file=sys.stderr, flush=True)  # end the progress line
     shrink_runs = state["runs"] - state["found_at"] if failed else 0
     return FuzzResult(candidate.describe(), require, profile, max_params, state["runs"],
-                      state["last"] if failed else None, note, shrink_runs, hypothesis_seed)
+                      state["last"] if failed else None, note, shrink_runs, hypothesis_seed, label)
 
 
 def _say(show: bool, n: int, cfg: GPTConfig, seed: int, verdict: str) -> None:

@@ -4,15 +4,22 @@ Per llm.c tensor (all layers together, with per-layer figures), one verdict, bes
 
     exact         bit-identical to the reference (after rounding it to the file's storage type)
     close         same random stream, other float math: every value within tolerance.close_bound
-    distribution  another stream (RNG, order, seed, draw count), but the values pass
-                  verify.stats.check_normal for the expected law and the constants are exact
-    mismatch      anything else, with the reason (std/mean off, constants wrong, NaN/Inf, shape,
-                  missing tensor, ...)
+    distribution  another stream (RNG, order, seed, draw count), but the values pass the law
+                  check of the init scheme's law (verify.compare.laws.check_law: normal, uniform
+                  or truncated normal) and the constant parts are exact
+    mismatch      anything else, with the reason (std/mean off, range or shape of the law wrong,
+                  constants wrong, NaN/Inf, shape, missing tensor, ...)
+
+The parts graded separately (regions) come from the init scheme (reference.schemes): per layer
+and per row range, each with its law; constant parts (LayerNorm 1/0, biases, wte's padded rows,
+muP's zero query) are exact checks against their value. Random parts sharing one law (all layers
+of a gpt2 weight; one layer of olmo-mitchell's output projections) are tested together, one
+law check each.
 
 Streaming: the candidate is read chunk by chunk (ModelFile.iter_chunks) beside the reference
 generated chunk by chunk (reference.init.iter_tensor_chunks), so no tensor is held twice and
-a d48 compares in bounded memory. Only a random tensor that is neither exact nor close is read a
-second time, for its distribution check.
+a d48 compares in bounded memory. Only a random tensor that is neither exact nor close is read
+again, once per law it holds, for its law checks.
 """
 
 from __future__ import annotations
@@ -24,15 +31,11 @@ from typing import Iterator
 import numpy as np
 
 from reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
-from reference.config import (
-    RANDOM_TENSORS,
-    RESIDUAL_TENSORS,
-    GPTConfig,
-    TensorSpec,
-    nominal_std,
-)
+from reference.config import RESIDUAL_TENSORS, GPTConfig, TensorSpec
+from reference.schemes import BIAS_OF, DEFAULT_SCHEME, EMBEDDINGS, Law, SchemeInit, fans, resolve, rows_of
 
-from ..stats import NormalCheck, check_normal
+from ..stats import NormalCheck
+from .laws import KIND_WORDS, check_law, law_origin, matching_schemes, random_law, scheme_init, shape_hint
 from .tolerance import close_bound
 
 VERDICTS = ("exact", "close", "distribution", "mismatch")  # best to worst
@@ -47,27 +50,84 @@ def worst(verdicts) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Region:
-    label: str  # "layer 3", "padded rows", "" (whole tensor)
+    label: str  # "layer 3", "layer 3 rows 0:64", "padded rows", "" (whole tensor)
     layer: int | None
     lo: int  # flat element range [lo, hi) of the tensor
     hi: int
-    kind: str  # "normal", "ones", "zeros"
+    kind: str  # the law's kind: "normal", "uniform", "truncnormal", "constant"
+    law: Law | None = None  # None: a region made without a scheme (treated as constant 0)
+    part: int = 0  # index of the scheme part in its tensor-layer (reference.schemes.Draw.index)
+    fixed: bool = False  # the scheme's structure (wte's padded rows, muP's zero query)
+    rows: tuple[int, int] | None = None  # the part's rows of the (per-layer) tensor
+
+    @property
+    def random(self) -> bool:
+        return self.kind != "constant"
+
+    @property
+    def value(self) -> float:
+        return self.law.value if self.law is not None else 0.0
+
+    @property
+    def scale(self) -> float:
+        """The std the close bound and ulp figures are relative to (1 for constants)."""
+        return self.law.sd if self.random and self.law is not None else 1.0
 
 
-def regions(cfg: GPTConfig, spec: TensorSpec, rows: int | None = None) -> list[Region]:
-    """wte: drawn rows, then padded rows V..rows-1 (zero); per-layer tensors: one per layer."""
-    if spec.name == "wte":
-        rows = cfg.padded_vocab if rows is None else rows
-        drawn = min(rows, cfg.vocab) * cfg.channels
-        out = [Region("", None, 0, drawn, "normal")]
-        if rows > cfg.vocab:
-            out.append(Region("padded rows", None, drawn, rows * cfg.channels, "zeros"))
-        return out
-    kind = spec.init
-    if not spec.per_layer:
-        return [Region("", None, 0, spec.numel, kind)]
-    per = spec.numel // cfg.layers
-    return [Region(f"layer {i}", i, i * per, (i + 1) * per, kind) for i in range(cfg.layers)]
+def regions(cfg: GPTConfig, spec: TensorSpec, rows: int | None = None, *,
+            init: SchemeInit | None = None) -> list[Region]:
+    """The scheme's parts of one tensor as flat element ranges: per layer, per row range.
+
+    rows: wte's rows as the file holds them (V or Vp; default Vp): parts beyond are dropped.
+    init: the resolved scheme (reference.schemes.resolve); default gpt2, llm.c's init."""
+    init = resolve(DEFAULT_SCHEME, cfg) if init is None else init
+    if init.cfg != cfg:
+        raise ValueError(f"regions: the scheme was resolved for {init.cfg.describe()}, not {cfg.describe()}; "
+                         "resolve it for the config being graded")
+    n_rows, per_row = rows_of(cfg, spec.name)
+    if spec.name == "wte" and rows is not None:
+        n_rows = rows
+    out = []
+    for layer in (range(cfg.layers) if spec.per_layer else (None,)):
+        base = 0 if layer is None else layer * (spec.numel // cfg.layers)
+        parts = init.parts(spec.name, layer)
+        for i, p in enumerate(parts):
+            lo, hi = p.lo, min(p.hi, n_rows)
+            if lo >= hi:
+                continue
+            label = "" if layer is None else f"layer {layer}"
+            if spec.name == "wte" and p.fixed and lo == cfg.vocab:
+                label = "padded rows"
+            elif len(parts) > 1 and spec.name != "wte":
+                label = f"{label} rows {lo}:{hi}".strip()
+            out.append(Region(label, layer, base + lo * per_row, base + hi * per_row, p.law.kind, p.law,
+                              i, p.fixed, (lo, hi)))
+    return out
+
+
+def law_entries(init: SchemeInit, spec: TensorSpec) -> list[dict]:
+    """The expected laws of one tensor, compact: [{"rows": [lo, hi], "layers": [first, last] or
+    null, "law": Law.to_dict(), "fixed"}], consecutive layers with the same parts folded."""
+    layers = list(range(init.cfg.layers)) if spec.per_layer else [None]
+    groups: list[tuple[list, tuple]] = []
+    for layer in layers:
+        parts = init.parts(spec.name, layer)
+        if groups and groups[-1][1] == parts:
+            groups[-1][0].append(layer)
+        else:
+            groups.append(([layer], parts))
+    return [{"rows": [p.lo, p.hi], "layers": None if ls == [None] else [ls[0], ls[-1]],
+             "law": p.law.to_dict(), "fixed": p.fixed} for ls, parts in groups for p in parts]
+
+
+def law_groups(init: SchemeInit, spec: TensorSpec) -> list[Law]:
+    """The distinct random laws of one tensor, in order: one law check each."""
+    out: list[Law] = []
+    for layer in (range(init.cfg.layers) if spec.per_layer else (None,)):
+        for p in init.parts(spec.name, layer):
+            if p.law.random and p.law not in out:
+                out.append(p.law)
+    return out
 
 
 # ---- the element-wise comparison pass ---------------------------------------------------------
@@ -98,7 +158,7 @@ class RegionDiff:
             return "mismatch"
         if self.differing == self.negzero:
             return "exact" if self.differing == 0 else "close"
-        return "close" if self.over == 0 and self.region.kind == "normal" else "differs"
+        return "close" if self.over == 0 and self.region.random else "differs"
 
     def mean(self) -> float:
         n = self.numel - self.nonfinite
@@ -159,8 +219,9 @@ def _take(chunks: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
 
 
 def diff_tensor(candidate: Iterator[np.ndarray], reference: Iterator[np.ndarray],
-                parts: list[Region], *, std: float, dtype: str) -> list[RegionDiff]:
-    """One pass over a tensor: per region, what differs from the reference and by how much."""
+                parts: list[Region], *, dtype: str, std: float | None = None) -> list[RegionDiff]:
+    """One pass over a tensor: per region, what differs from the reference and by how much.
+    Random regions are measured against their law's std (Region.scale; `std` overrides it)."""
     out = [RegionDiff(r) for r in parts]
     cuts = [r.lo for r in parts] + [parts[-1].hi]
     ri = 0
@@ -197,8 +258,9 @@ def diff_tensor(candidate: Iterator[np.ndarray], reference: Iterator[np.ndarray]
         k = int(np.argmax(delta))
         if delta[k] > d.max_abs or d.max_abs_at is None:
             d.max_abs, d.max_abs_at = float(delta[k]), pos + int(idx[k])
-        d.max_ulps = max(d.max_ulps, int(np.ceil(_ulps(delta, rv, std).max())))
-        over = delta > close_bound(rv, std, dtype) if d.region.kind == "normal" else ~negzero
+        scale = d.region.scale if std is None else std
+        d.max_ulps = max(d.max_ulps, int(np.ceil(_ulps(delta, rv, scale).max())))
+        over = delta > close_bound(rv, scale, dtype) if d.region.random else ~negzero
         if over.any():
             j = int(np.argmax(over))
             if d.first_over is None:
@@ -228,13 +290,14 @@ class TensorGrade:
     max_ulps: int = 0
     mean: float | None = None
     std: float | None = None
-    expected_std: float | None = None
+    expected_std: float | None = None  # the law's std; several laws: their rms, weighted by count
     std_ratio: float | None = None
     nonfinite: int = 0
     first_divergence: dict | None = None
     cause: str | None = None
     layers: list[dict] = dataclasses.field(default_factory=list)
-    distribution: dict | None = None  # the check_normal figures, when it ran
+    distribution: dict | None = None  # the law check figures, when they ran
+    laws: list[dict] = dataclasses.field(default_factory=list)  # law_entries: what was expected
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -261,62 +324,158 @@ def mismatched_message(name: str, shape, mismatched: int, numel: int, max_abs: f
     return text
 
 
-def _std_reason(name: str, cfg: GPTConfig, obs: float, expected: float) -> str:
+def _plain_gpt2(init: SchemeInit, name: str) -> bool:
+    return init.scheme.name == DEFAULT_SCHEME and not any(name in o.tensors for o in init.overrides)
+
+
+def _expected(init: SchemeInit, name: str, law: Law) -> str:
+    """How a std reason names what was expected: gpt2's bare std (as llm.c users know it), or
+    the law with where it comes from."""
+    if _plain_gpt2(init, name):
+        return f"{law.sd:.4g}"
+    sd = f", std {law.sd:.4g}" if law.kind != "normal" else ""
+    return f"{law.describe()}{sd} ({law_origin(init, name)})"
+
+
+def _std_reason(label: str, name: str, cfg: GPTConfig, obs: float, law: Law, init: SchemeInit,
+                layer: int | None) -> str:
+    expected = law.sd
     ratio = obs / expected if expected else math.inf
-    text = f"{name} std {obs:.4g} = {ratio:.3g}x expected {expected:.4g}"
-    two_l = math.sqrt(2 * cfg.layers)
+    text = f"{label} std {obs:.4g} = {ratio:.3g}x expected {_expected(init, name, law)}"
     if obs == 0:
-        return f"{name} is all zero: never initialized"
-    if name in RESIDUAL_TENSORS and cfg.layers > 1 and abs(ratio / two_l - 1) < 0.05:
+        return f"{label} is all zero: never initialized"
+    gpt2 = _plain_gpt2(init, name)
+    two_l = math.sqrt(2 * cfg.layers)
+    if gpt2 and name in RESIDUAL_TENSORS and cfg.layers > 1 and abs(ratio / two_l - 1) < 0.05:
         return text + ": residual scaling 1/sqrt(2L) missing"
-    if name not in RESIDUAL_TENSORS and cfg.layers > 1 and abs(ratio * two_l - 1) < 0.05:
+    if gpt2 and name not in RESIDUAL_TENSORS and cfg.layers > 1 and abs(ratio * two_l - 1) < 0.05:
         if cfg.layers == 2:  # 1/sqrt(2L) = 1/2: say both
             return text + " (half the expected std, = 1/sqrt(2L) at L=2)"
         return text + ": residual scaling 1/sqrt(2L) applied to a tensor that is not a residual projection"
-    if name in ("wte", "wpe") and abs(obs - 1.0) < 0.05:
-        return text + ": nn.Embedding's default N(0, 1), the GPT-2 init was not applied"
-    fan_in = cfg.channels * (4 if name == "fcprojw" else 1)
-    torch_default = 1.0 / math.sqrt(3.0 * fan_in)  # nn.Linear's U(-1/sqrt(fan_in), +1/sqrt(fan_in))
-    if name not in ("wte", "wpe") and abs(obs / torch_default - 1) < 0.05:
-        return text + (f": PyTorch's default nn.Linear init U(+-1/sqrt(fan_in)) (std {torch_default:.4g}),"
-                       f" the GPT-2 init was not applied")
-    for factor, label in ((0.5, "half"), (2.0, "twice")):
-        if abs(ratio / factor - 1) < 0.05:
-            return text + f" ({label} the expected std)"
+    # PyTorch's module defaults left in place (the torch-default scheme's laws)
+    who = "GPT-2" if gpt2 else init.scheme.name
+    if init.scheme.name != "torch-default":
+        default = random_law(scheme_init("torch-default", cfg, init.profile), name, layer)
+        if default is not None and abs(obs / default.sd - 1) < 0.05:
+            if name in EMBEDDINGS:
+                return text + f": nn.Embedding's default N(0, 1), the {who} init was not applied"
+            return text + (f": PyTorch's default nn.Linear init U(+-1/sqrt(fan_in)) (std {default.sd:.4g}),"
+                           f" the {who} init was not applied")
+    if gpt2:
+        for factor, word in ((0.5, "half"), (2.0, "twice")):
+            if abs(ratio / factor - 1) < 0.05:
+                return text + f" ({word} the expected std)"
+    others = matching_schemes(init, name, layer, obs)
+    if others:
+        text += ": the std of " + " or ".join(f"{s}'s {lw.describe()}" for s, lw in others[:3])
+    elif not gpt2:
+        for factor, word in ((0.5, "half"), (2.0, "twice")):
+            if abs(ratio / factor - 1) < 0.05:
+                return text + f" ({word} the expected std)"
     return text
 
 
-def _distribution_reason(name: str, cfg: GPTConfig, check: NormalCheck) -> str:
+def _law_reason(label: str, name: str, cfg: GPTConfig, check: NormalCheck, law: Law, init: SchemeInit,
+                layer: int | None) -> str:
+    """Why one law check failed, in one line: range, std, mean, then the law's shape (KS)."""
     parts = []
-    if check.variance_test is not None and not check.variance_test.passed:
-        rms = check.variance_test.statistic * check.expected_std
-        parts.append(_std_reason(name, cfg, rms, check.expected_std))
-    if check.mean_test is not None and not check.mean_test.passed:
-        parts.append(f"{name} mean {check.mean:.3g} (z = {check.mean_test.statistic:+.1f}): not centred at 0")
-    if check.ks_test is not None and not check.ks_test.passed and not parts:
-        parts.append(f"{name} values are not normal: KS distance {check.ks_test.statistic:.3g} > "
-                     f"bound {check.ks_test.upper:.3g} (e.g. uniform or truncated)")
+    hint = shape_hint(check)
+    if hint and hint.startswith(KIND_WORDS[law.kind] + "-like"):
+        hint = None  # the values look like the law's own kind: nothing to add
+    rt = check.range_test
+    if rt is not None and not rt.passed:
+        edge = (f"+-{law.bound:.4g}" if law.kind == "uniform" else
+                f"the cut +-{law.k:g} std = +-{law.k * law.std:.4g}")
+        top = max(abs(check.min), abs(check.max))
+        parts.append(f"{label}: {check.n_outside:,} values beyond {edge} (max |x| {top:.4g}), "
+                     f"expected {law.describe()} ({law_origin(init, name)})"
+                     + (f"; values are {hint}" if hint else ""))
+    vt = check.variance_test
+    if vt is not None and not vt.passed:
+        parts.append(_std_reason(label, name, cfg, vt.statistic * check.expected_std, law, init, layer))
+    mt = check.mean_test
+    # the mean's z uses the expected std: when the std itself is far off, report the mean only if
+    # it is off by the observed std too (|z| > 6.5 there: two-sided p < 1e-10)
+    z_obs = check.mean * math.sqrt(check.n) / check.std if check.std > 0 else math.inf
+    if mt is not None and not mt.passed and (vt is None or vt.passed or abs(z_obs) > 6.5):
+        parts.append(f"{label} mean {check.mean:.3g} (z = {mt.statistic:+.1f}): not centred at 0")
+    kt = check.ks_test
+    range_said = rt is not None and not rt.passed
+    if kt is not None and not kt.passed:
+        ks = f"KS distance {kt.statistic:.3g} > bound {kt.upper:.3g}"
+        if not parts:
+            what = hint or f"not {KIND_WORDS[law.kind]}"
+            parts.append(f"{label} values are {what}: {ks} against {law.describe()} "
+                         f"({law_origin(init, name)})")
+        elif hint and not range_said:
+            parts.append(f"values are {hint} ({ks})")
+    elif parts and hint and not range_said:
+        parts.append(f"values are {hint}")
     return "; ".join(parts) or check.reason
 
 
-def _constant_reason(name: str, shape, d: RegionDiff, value: float) -> str:
-    what = {"ln1w": "LayerNorm weight", "ln2w": "LayerNorm weight", "lnfw": "LayerNorm weight"}.get(
-        name, "bias")
+def _constant_reason(name: str, shape, d: RegionDiff, value: float, init: SchemeInit) -> str:
     where = _at(name, shape, d.first_diff) if d.first_diff is not None else name
     got = d.first_values[0] if d.first_values else math.nan
     label = f"{name} {d.region.label}".strip()
     if d.region.label == "padded rows":
         return (f"wte padded rows not zero: {d.differing:,} of {d.numel:,} values non-zero, first "
                 f"{where} = {got:.4g} (rows V..Vp-1 must stay 0)")
-    return (f"{label} not {value:g}: {d.differing:,} of {d.numel:,} values differ, first {where} = "
+    if name in ("ln1w", "ln2w", "lnfw"):
+        what = "LayerNorm weight"
+    elif name in BIAS_OF or name in ("ln1b", "ln2b", "lnfb"):
+        what = "bias"
+    elif d.region.fixed and d.region.rows is not None:
+        what = f"rows {d.region.rows[0]}:{d.region.rows[1]} of {init.scheme.name}'s {name}"
+    else:
+        what = f"{name} under {law_origin(init, name)}"
+    text = (f"{label} not {value:g}: {d.differing:,} of {d.numel:,} values differ, first {where} = "
             f"{got:.4g} ({what} must be {value:g})")
+    if name in BIAS_OF and value == 0 and d.differing == d.numel and d.numel >= 16:
+        bound = 1.0 / math.sqrt(fans(init.cfg, name)[0])  # nn.Linear.reset_parameters' bias bound
+        if 0.5 * bound < d.max_abs <= bound * (1 + 1e-6):
+            text += (f": PyTorch's default nn.Linear bias init U(+-1/sqrt(fan_in)) = +-{bound:.4g} "
+                     "left in place")
+    return text
+
+
+def _group_label(name: str, group: list[RegionDiff], random: list[RegionDiff], layers: int) -> str:
+    """The values one law check covers: 'attprojw', 'attprojw layer 3', 'qkvw rows 64:192'."""
+    if len(group) == len(random):
+        label = name
+    else:
+        got = sorted({d.region.layer for d in group if d.region.layer is not None})
+        label = name if len(got) in (0, layers) else (
+            f"{name} layer {got[0]}" if len(got) == 1 else f"{name} layers {_ranges(got)}")
+    rows = group[0].region.rows
+    if "rows" in group[0].region.label and rows is not None:
+        label += f" rows {rows[0]}:{rows[1]}"
+    return label
+
+
+def _ranges(xs: list[int]) -> str:
+    parts, start = [], xs[0]
+    for a, b in zip(xs, xs[1:] + [None]):
+        if b != a + 1:
+            parts.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(parts)
+
+
+def _pooled_sd(ds: list[RegionDiff]) -> float:
+    n = sum(d.region.hi - d.region.lo for d in ds)
+    return math.sqrt(sum((d.region.hi - d.region.lo) * d.region.scale ** 2 for d in ds) / n) if n else 0.0
 
 
 def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, shape, dtype: str,
-                 source: list[str], candidate_chunks, fpr: float) -> TensorGrade:
-    """Turn one tensor's region diffs into its verdict; runs check_normal when needed."""
+                 source: list[str], candidate_chunks, fpr: float, init: SchemeInit | None = None
+                 ) -> TensorGrade:
+    """Turn one tensor's region diffs into its verdict; runs one law check per distinct random
+    law (each at false-positive rate `fpr`) when the values are not exact/close."""
+    init = resolve(DEFAULT_SCHEME, cfg) if init is None else init
     numel = sum(d.numel for d in diffs)
     g = TensorGrade(spec.name, tuple(shape), dtype, list(source), "exact", "", numel=numel)
+    g.laws = law_entries(init, spec)
     g.differing = sum(d.differing for d in diffs)
     g.mismatched = sum(d.over for d in diffs)
     g.nonfinite = sum(d.nonfinite for d in diffs)
@@ -325,15 +484,20 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
     g.max_abs_diff = top.max_abs
     if top.max_abs_at is not None:
         g.max_abs_diff_index = _index(shape, top.max_abs_at)
-    random = spec.name in RANDOM_TENSORS
+    drawn = [d for d in diffs if d.region.random]
+    random = bool(drawn)
     if random:
-        g.expected_std = nominal_std(cfg, spec.name)
+        g.expected_std = _pooled_sd(drawn)
+    by_layer: dict[int, list[RegionDiff]] = {}
     for d in diffs:
         if d.region.layer is not None:
-            layer = {"layer": d.region.layer, "verdict": d.verdict if d.verdict != "differs" else
-                     None, "differing": d.differing, "mismatched": d.over,
-                     "max_abs_diff": d.max_abs, "nonfinite": d.nonfinite}
-            g.layers.append(layer)
+            by_layer.setdefault(d.region.layer, []).append(d)
+    for layer, ds in by_layer.items():
+        vs = [d.verdict for d in ds]
+        verdict = "mismatch" if "mismatch" in vs else None if "differs" in vs else worst(vs)
+        g.layers.append({"layer": layer, "verdict": verdict, "differing": sum(d.differing for d in ds),
+                         "mismatched": sum(d.over for d in ds), "max_abs_diff": max(d.max_abs for d in ds),
+                         "nonfinite": sum(d.nonfinite for d in ds)})
 
     # NaN / Inf first: nothing else is meaningful
     if g.nonfinite:
@@ -343,10 +507,10 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
         g.reason = (f"{spec.name}: {nan:,} NaN and {g.nonfinite - nan:,} Inf among {numel:,} values, "
                     f"first at {_at(spec.name, shape, first)}")
         return _layer_verdicts(g, "mismatch")
-    bad_constant = [d for d in diffs if d.region.kind != "normal" and d.differing > d.negzero]
+    bad_constant = [d for d in diffs if not d.region.random and d.differing > d.negzero]
     if bad_constant:
         g.verdict = "mismatch"
-        g.reason = "; ".join(_constant_reason(spec.name, shape, d, 1.0 if d.region.kind == "ones" else 0.0)
+        g.reason = "; ".join(_constant_reason(spec.name, shape, d, d.region.value, init)
                              for d in bad_constant)
         if not random:
             return _layer_verdicts(g, "mismatch")
@@ -364,81 +528,119 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
                         + mismatched_message(spec.name, shape, g.differing, numel, g.max_abs_diff,
                                              top.max_abs_at) + f", max {g.max_ulps} ulps")
         return _layer_verdicts(g, "close")
-    # the drawn values come from another stream, or are wrong: is the law right?
+    # the drawn values come from another stream, or are wrong: is the law right? One check per law.
     first = min((d for d in diffs if d.first_over is not None), key=lambda d: d.first_over, default=None)
-    region = next(d.region for d in diffs if d.region.kind == "normal")
-    lo, hi = region.lo, max(d.region.hi for d in diffs if d.region.kind == "normal")
-    drawn = [d for d in diffs if d.region.kind == "normal"]
-    values = _second_pass(_take(_skip(candidate_chunks(), lo), hi - lo), drawn, lo)
-    if hi - lo >= 3:
-        check = check_normal(values, g.expected_std, fpr=fpr, name=spec.name,
-                             quantization=None if dtype == "fp32" else _QUANT.get(dtype))
-        g.distribution = {"passed": check.passed, "fpr": check.fpr, "reason": check.reason,
-                          "n": check.n, "mean": check.mean, "std": check.std}
-        law_ok = check.passed
-        law_reason = _distribution_reason(spec.name, cfg, check) if not check.passed else ""
-    else:
-        for _ in values:
-            pass
-        law_ok, law_reason = False, f"{spec.name}: {hi - lo} values, too few to test the law"
+    groups: dict[Law, list[RegionDiff]] = {}
+    for d in drawn:
+        groups.setdefault(d.region.law, []).append(d)
+    quant = None if dtype == "fp32" else _QUANT.get(dtype)
+    checks: list[tuple[str, Law, list[RegionDiff], NormalCheck | None, str]] = []
+    for law, group in groups.items():
+        label = _group_label(spec.name, group, drawn, cfg.layers)
+        values = _group_values(candidate_chunks(), group)
+        n = sum(d.region.hi - d.region.lo for d in group)
+        if n >= 3:
+            check = check_law(values, law, fpr=fpr, quantization=quant, name=label)
+            why = "" if check.passed else _law_reason(label, spec.name, cfg, check, law, init,
+                                                      group[0].region.layer)
+        else:
+            for _ in values:
+                pass
+            check, why = None, f"{label}: {n} values, too few to test the law"
+        checks.append((label, law, group, check, why))
+    g.distribution = _distribution_dict(checks, fpr)
+    law_ok = all(c is not None and c.passed for _l, _w, _g, c, _y in checks)
     n = sum(d.numel - d.nonfinite for d in drawn)
     if n:
         g.mean = sum(d.sum_ for d in drawn) / n
         g.std = math.sqrt(max(sum(d.sum_sq for d in drawn) / n - g.mean ** 2, 0.0))
         g.std_ratio = g.std / g.expected_std
-    for x, d in zip(g.layers, [d for d in diffs if d.region.layer is not None]):
-        x["std"] = d.rms()
-        x["std_ratio"] = d.rms() / g.expected_std
+    bad_ids = {id(d) for d in bad_constant}
+    failed_at = {id(d) for _l, _w, group, c, _y in checks if c is None or not c.passed for d in group}
+    for x in g.layers:
+        ds = [d for d in by_layer[x["layer"]] if d.region.random]
+        if ds:
+            m = sum(d.numel - d.nonfinite for d in ds)
+            x["std"] = math.sqrt(sum(d.sum_sq for d in ds) / m) if m else math.nan
+            x["std_ratio"] = x["std"] / _pooled_sd(ds)
+        if x["verdict"] is None:
+            bad = any(id(d) in failed_at or id(d) in bad_ids for d in by_layer[x["layer"]])
+            x["verdict"] = "mismatch" if bad else "distribution"
     diff_text = mismatched_message(spec.name, shape, g.mismatched, numel, g.max_abs_diff, top.max_abs_at)
     if first is not None:
         diff_text += (f"; first at {_at(spec.name, shape, first.first_over)}: "
                       f"{first.first_values[0]:.6g} vs {first.first_values[1]:.6g}")
     if law_ok and not bad_constant:
         g.verdict = "distribution"
-        g.reason = f"{spec.name}: another stream, right law (N(0, {g.expected_std:.4g})): {diff_text}"
+        laws = [c[1] for c in checks]
+        what = (f"right law ({laws[0].describe()})" if len(laws) == 1 else
+                f"right laws ({len(laws)}: {laws[0].describe()} ... {laws[-1].describe()})")
+        g.reason = f"{spec.name}: another stream, {what}: {diff_text}"
     else:
         g.verdict = "mismatch"
+        whys = [y for _l, _w, _g, c, y in checks if y]
+        law_reason = whys[0] if whys else ""
+        if len(whys) > 1:
+            more = [lb for lb, _w, _g, c, y in checks if y][1:]
+            law_reason += f" (and {len(more)} more law checks failed: {', '.join(more[:4])}" + (
+                ", ..." if len(more) > 4 else "") + ")"
         g.reason = "; ".join(p for p in (g.reason, law_reason) if p) or diff_text
         # name the layers whose rms is off by more than ~8 standard errors (rms of n normals has
         # relative standard error 1/sqrt(2n)) when only some layers are
         per = numel // max(len(g.layers), 1)
         slack = max(0.05, 8.0 / math.sqrt(2.0 * max(per, 1)))
-        bad_layers = [x for x in g.layers if abs(x["std_ratio"] - 1) > slack]
-        if bad_layers and len(bad_layers) < len(g.layers):
+        with_std = [x for x in g.layers if "std_ratio" in x]
+        bad_layers = [x for x in with_std if abs(x["std_ratio"] - 1) > slack]
+        if bad_layers and len(bad_layers) < len(with_std):
             g.reason += "; std off in " + ", ".join(
                 f"layer {x['layer']} ({x['std_ratio']:.3g}x)" for x in bad_layers[:8])
     return _layer_verdicts(g, g.verdict)
 
 
+def _distribution_dict(checks, fpr: float) -> dict:
+    """The law checks' figures: the first failing check's (else the first's) at the top level, as
+    before schemes, and every check under "checks"."""
+    rows = []
+    for label, law, group, c, why in checks:
+        rows.append({"label": label, "law": law.to_dict(), "passed": bool(c is not None and c.passed),
+                     "fpr": fpr, "reason": why or (c.reason if c is not None else ""),
+                     "n": c.n if c is not None else sum(d.numel for d in group),
+                     "mean": c.mean if c is not None else None, "std": c.std if c is not None else None})
+    head = next((r for r in rows if not r["passed"]), rows[0])
+    n = sum(r["n"] for r in rows)
+    return {"passed": all(r["passed"] for r in rows), "fpr": fpr * len(rows), "reason": head["reason"],
+            "n": n, "mean": head["mean"], "std": head["std"], "law": head["law"], "checks": rows}
+
+
 _QUANT = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11, "fp64": 0.0}
 
 
-def _skip(chunks: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
-    left = n
+def _group_values(chunks: Iterator[np.ndarray], group: list[RegionDiff]) -> Iterator[np.ndarray]:
+    """The values of the group's regions (disjoint, in order) from the tensor's chunk stream,
+    passed on to the law check while summing x and x^2 per region in float64; stops reading
+    after the last region."""
+    group = sorted(group, key=lambda d: d.region.lo)
+    pos, i = 0, 0
     for c in chunks:
         c = np.ravel(c)
-        if left >= c.size:
-            left -= c.size
-            continue
-        yield c[left:]
-        left = 0
-
-
-def _second_pass(chunks: Iterator[np.ndarray], drawn: list[RegionDiff], lo: int) -> Iterator[np.ndarray]:
-    """Pass the chunks on (to check_normal) while summing x and x^2 per region, in float64."""
-    ri, pos = 0, lo
-    for c in chunks:
-        c = np.ravel(c)
-        while c.size:
-            while pos >= drawn[ri].region.hi:
-                ri += 1
-            part, c = c[:drawn[ri].region.hi - pos], c[drawn[ri].region.hi - pos:]
-            x = part.astype(np.float64)
-            x = x[np.isfinite(x)]
-            drawn[ri].sum_ += float(x.sum())
-            drawn[ri].sum_sq += float(np.vdot(x, x))
-            pos += part.size
-            yield part
+        start, end = pos, pos + c.size
+        pos = end
+        while i < len(group) and group[i].region.hi <= start:
+            i += 1
+        if i == len(group):
+            return
+        j = i
+        while j < len(group) and group[j].region.lo < end:
+            r = group[j].region
+            a, b = max(r.lo, start), min(r.hi, end)
+            if a < b:
+                part = c[a - start:b - start]
+                x = part.astype(np.float64)
+                x = x[np.isfinite(x)]
+                group[j].sum_ += float(x.sum())
+                group[j].sum_sq += float(np.vdot(x, x))
+                yield part
+            j += 1
 
 
 def _layer_verdicts(g: TensorGrade, fallback: str) -> TensorGrade:

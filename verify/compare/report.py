@@ -10,7 +10,11 @@ JSON (every key always present; null where it does not apply):
     config            the config graded against, as every record of this tool writes it:
                       {"layers", "channels", "heads", "vocab", "padded_vocab", "max_seq_len",
                        "descriptor"}
-    against           {"kind": "reference", "seed", "profile"} or {"kind": "file", "path", ...}
+    against           {"kind": "reference", "seed", "profile", "scheme"} or {"kind": "file", "path", ...,
+                      "scheme"} ("scheme": the scheme's label, e.g. "gpt2[wpe.std=0.01]")
+    scheme            the init scheme graded against: reference.schemes.SchemeInit.to_dict()
+                      {"scheme", "label", "profile", "overrides", "params", "formula", "citation"}
+                      (against a file: the laws its constant parts and law checks use)
     profile, seed     the reference's (null when against a file)
     tolerance         the close bound, in words
     problems          file-level findings, one line each (missing/extra keys, shape problems)
@@ -22,7 +26,12 @@ JSON (every key always present; null where it does not apply):
         numel, differing (not bit-identical), mismatched (outside the close bound; constants:
         differing), max_abs_diff, max_abs_diff_index, max_ulps (float32 ulps at the larger of
         |reference| and the tensor's std, rounded up), nonfinite, mean, std,
-        expected_std, std_ratio (random tensors), distribution (check_normal figures when it ran),
+        expected_std (the law's std; several laws: their count-weighted rms), std_ratio (random
+        tensors), laws [{"rows": [lo, hi], "layers": [first, last] or null, "law":
+        {"kind", "std"|"bound"|"k"|"value", "sd"}, "fixed"}] (the scheme's expected laws, rows of
+        the per-layer shape), distribution (the law checks' figures when they ran: "passed",
+        "fpr", "reason", "n", "mean", "std", "law", and "checks", one entry per law checked:
+        {"label", "law", "passed", "fpr", "reason", "n", "mean", "std"}),
         first_divergence {"index", "candidate", "reference"} when not exact/close,
         cause (stream diagnosis, when the values are not from the reference's stream position),
         layers [{"layer", "verdict", "differing", "mismatched", "max_abs_diff", "nonfinite",
@@ -31,6 +40,8 @@ JSON (every key always present; null where it does not apply):
                       {"tensor", "layer", "index", "candidate", "reference", "cause"}
     causes            the stream diagnosis, one entry per slice that is not exact/close:
                       {"tensor", "layer", "cause", "stream_seed", "stream_position", "drawn_std"}
+    diagnosis         null, or why the stream diagnosis did not run (a scheme with uniform or
+                      truncated-normal draws)
 """
 
 from __future__ import annotations
@@ -63,6 +74,8 @@ class Report:
     first_divergence: dict | None = None
     causes: list[dict] = dataclasses.field(default_factory=list)
     require: str = "close"
+    scheme: dict | None = None  # reference.schemes.SchemeInit.to_dict()
+    diagnosis: str | None = None  # why the stream diagnosis was skipped
 
     @property
     def verdict(self) -> str:
@@ -97,17 +110,20 @@ class Report:
             "problems": list(self.problems),
             "tensors": [t.to_dict() for t in self.tensors],
             "first_divergence": self.first_divergence, "causes": list(self.causes),
+            "scheme": self.scheme, "diagnosis": self.diagnosis,
         }
 
     def render(self) -> str:
         f = self.file
         cfg = self.config
+        label = self.scheme["label"] if self.scheme else "gpt2"
         lines = [f"candidate: {f['path']} ({f['format']}, layout {f['layout']}, {f['dtype']}"
                  + (", heads assumed" if f.get("heads_assumed") else "") + ")",
                  f"config:    L={cfg['layers']} C={cfg['channels']} NH={cfg['heads']} V={cfg['vocab']} "
                  f"Vp={cfg['padded_vocab']} maxT={cfg['max_seq_len']}",
-                 "against:   " + (f"reference init, seed {self.seed}, profile {self.profile}"
-                                  if self.against["kind"] == "reference" else self.against["path"]),
+                 "against:   " + (f"reference init, seed {self.seed}, profile {self.profile}, scheme {label}"
+                                  if self.against["kind"] == "reference" else
+                                  f"{self.against['path']} (laws of scheme {label})"),
                  "", f"{'tensor':<9} {'shape':<16} {'verdict':<12} figures"]
         for t in self.tensors:
             shape = "x".join(map(str, t.shape))
@@ -119,6 +135,9 @@ class Report:
         if reasons:
             lines.append("")
             lines += [t.reason for t in reasons]
+        if self.diagnosis and any(t.verdict in ("distribution", "mismatch") for t in self.tensors):
+            lines.append("")
+            lines.append(self.diagnosis)
         if self.causes:
             lines.append("")
             lines.append("stream diagnosis:")
