@@ -46,14 +46,16 @@ def gpt2_reference():
 @pytest.fixture
 def gpt2_fuzz():
     """gpt2_fuzz(candidate=None, *, cmd=None, adapter=None, examples=25, max_params=200_000,
-    require="close", profile="llmc", timeout=60, derandomize=False, **config_kwargs) -> FuzzResult.
+    require="close", profile="llmc", timeout=60, derandomize=False, scheme="gpt2", overrides=(),
+    **config_kwargs) -> FuzzResult.
 
     candidate: a callable fn(config, seed) -> {name: array}, a command template with {out} or
     "module:function"; raises AssertionError (minimal failing config, reproducing command and
     the comparison report) when some drawn config fails."""
     def run(candidate=None, *, cmd: str | None = None, adapter: str | None = None, examples: int = 25,
             max_params: int = 200_000, require: str = "close", profile: str = "llmc",
-            timeout: float = 60.0, derandomize: bool = False, **config_kwargs):
+            timeout: float = 60.0, derandomize: bool = False, scheme: str = "gpt2", overrides=(),
+            **config_kwargs):
         from verify.compare.candidate import Candidate, as_candidate
         from verify.compare.fuzz import fuzz
 
@@ -64,7 +66,8 @@ def gpt2_fuzz():
         else:
             cand = Candidate(cmd=cmd, adapter=adapter, timeout=timeout)
         result = fuzz(cand, examples=examples, max_params=max_params, require=require, profile=profile,
-                      config_kwargs=config_kwargs or None, derandomize=derandomize, progress=False)
+                      config_kwargs=config_kwargs or None, derandomize=derandomize, progress=False,
+                      scheme=scheme, overrides=tuple(overrides))
         if result.failure is not None:
             raise AssertionError(result.render())
         return result

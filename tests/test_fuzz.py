@@ -222,6 +222,19 @@ def test_pytest_helper(gpt2_fuzz):
         gpt2_fuzz(candidates.residual_scale_from_l3, examples=40, max_params=3000)
 
 
+def test_pytest_helper_with_a_scheme(gpt2_fuzz):
+    from reference.init import init_tensors
+
+    def xavier(cfg, seed):
+        return init_tensors(cfg, seed, scheme="xavier-uniform", overrides=["wpe.std=0.01"])
+
+    res = gpt2_fuzz(xavier, examples=4, max_params=3000, scheme="xavier-uniform", overrides=["wpe.std=0.01"],
+                    require="exact")
+    assert res.verdict == "pass"
+    with pytest.raises(AssertionError, match="wpe"):
+        gpt2_fuzz(xavier, examples=4, max_params=3000, scheme="xavier-uniform", require="exact")
+
+
 
 
 # ---- adapters in a child process, candidate forms, the plugin in a user's project ------------------
