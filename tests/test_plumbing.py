@@ -68,3 +68,16 @@ def test_corrupt_table_cache_is_rebuilt(tmp_path, monkeypatch):
     assert boxmuller_tables._load(path, "radius") is None
     path.write_bytes(b"short")
     assert boxmuller_tables._load(path, "radius") is None
+
+
+def test_atomic_output_gets_the_mode_open_would_give(tmp_path):
+    import os
+
+    from verify.atomic import write_text_atomic
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.txt"
+    write_text_atomic(atomic, "x")
+    assert os.stat(atomic).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
