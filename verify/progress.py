@@ -7,7 +7,9 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, label: str, *, enabled: bool | None = None, stream=None):
+    def __init__(self, total: int, label: str, *, enabled: bool | None = None, stream=None,
+                 unit: str | None = None):
+        self.unit = unit  # None: counts in millions (values); else plain counts of `unit`
         self.stream = stream or sys.stderr
         self.total = max(int(total), 1)
         self.label = label
@@ -28,8 +30,9 @@ class Progress:
         bar = "#" * int(30 * frac)
         rate = self.done / max(now - self._start, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}%  "
-                          f"{self.done / 1e6:,.0f}M/{self.total / 1e6:,.0f}M  eta {eta:4.0f}s")
+        counts = (f"{self.done / 1e6:,.0f}M/{self.total / 1e6:,.0f}M" if self.unit is None
+                  else f"{self.done:,}/{self.total:,} {self.unit}")
+        self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}%  {counts}  eta {eta:4.0f}s")
         self.stream.flush()
 
     def close(self) -> None:
