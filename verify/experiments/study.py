@@ -253,16 +253,27 @@ def train_run(s: Settings, arm: Arm, seed: int, data: Tokens, *,
 
 def _curve(runs: list[dict], key: str, every: int = 1) -> dict:
     if key == "train":
+        # each run's loss averaged over a trailing window (one batch's loss is noisy), then the
+        # interval over runs at each step
         n = min(len(r["train_loss"]) for r in runs)
+        window = max(1, n // 30)
+        smooth = []
+        for r in runs:
+            c = np.cumsum(np.asarray(r["train_loss"][:n], dtype=np.float64))
+            lo = np.maximum(np.arange(n) - window + 1, 0)
+            smooth.append((c - np.concatenate([[0.0], c])[lo]) / (np.arange(n) - lo + 1))
         steps = list(range(0, n, every))
-        cols = [[r["train_loss"][i] for r in runs] for i in steps]
+        cols = [[float(sm[i]) for sm in smooth] for i in steps]
     else:
         pts = [dict((st, v) for st, v in r["val_loss"]) for r in runs]
         steps = sorted(set.intersection(*(set(p) for p in pts))) if pts else []
         cols = [[p[st] for p in pts] for st in steps]
     ivs = [interval(c) for c in cols]
-    return {"step": steps, "mean": [i["mean"] for i in ivs], "lo": [i["lo"] for i in ivs],
-            "hi": [i["hi"] for i in ivs]}
+    out = {"step": steps, "mean": [i["mean"] for i in ivs], "lo": [i["lo"] for i in ivs],
+           "hi": [i["hi"] for i in ivs]}
+    if key == "train":
+        out["smoothing"] = f"trailing mean over {window} steps"
+    return out
 
 
 def _final(run: dict) -> float:

@@ -333,52 +333,48 @@ def width_sweep(sweep: dict) -> bytes:
 
 
 def ablation_curves(schemes: list[dict], *, entropy_rate=None, target_loss=None) -> bytes:
-    """Training loss (solid) and validation loss (dashed) per scheme: mean over seeds with the
-    lo..hi band (hatched)."""
+    """Training loss (solid) and validation loss (dotted) per scheme: mean over seeds with the
+    lo..hi band (hatched). Left: every step, log scale (bad inits start far above); right: the
+    last two thirds of training, linear, where the schemes separate."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8.0, 4.2))
-    for i, s in enumerate(schemes):
-        c = s.get("curve") or {}
-        st = style(i)
-        if c.get("step"):
-            ax.plot(
-                c["step"],
-                c["mean"],
-                color=st["color"],
-                linestyle=st["linestyle"],
-                marker=st["marker"],
-                markevery=max(1, len(c["step"]) // 8),
-                markersize=4,
-                label=s["name"],
-            )
-            if c.get("lo") and c.get("hi"):
-                ax.fill_between(
-                    c["step"],
-                    c["lo"],
-                    c["hi"],
-                    facecolor="none",
-                    edgecolor=st["color"],
-                    hatch=HATCHES[(i + 1) % len(HATCHES)],
-                    linewidth=0,
-                )
-        v = s.get("val_curve") or {}
-        if v.get("step"):
-            ax.plot(
-                v["step"],
-                v["mean"],
-                color=st["color"],
-                linestyle=":",
-                marker=st["marker"],
-                markersize=3,
-                label=f"{s['name']} (val)",
-            )
-    if entropy_rate is not None:
-        ax.axhline(entropy_rate, color=COLORS[7], linestyle="-.", linewidth=1, label="entropy rate")
-    if target_loss is not None:
-        ax.axhline(target_loss, color=COLORS[0], linestyle=":", linewidth=1, label="target loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    last = max((max(s["curve"]["step"]) for s in schemes if (s.get("curve") or {}).get("step")), default=0)
+    zoom_from = last // 3
+    for ax, zoom in zip(axes, (False, True)):
+        ys = []
+        for i, s in enumerate(schemes):
+            st = style(i)
+            for key, dotted in (("curve", False), ("val_curve", True)):
+                c = s.get(key) or {}
+                keep = [k for k, step in enumerate(c.get("step") or []) if not zoom or step >= zoom_from]
+                if not keep or any(c["mean"][k] is None for k in keep):
+                    continue
+                steps = [c["step"][k] for k in keep]
+                mean = [c["mean"][k] for k in keep]
+                ys += mean
+                ax.plot(steps, mean, color=st["color"], linestyle=":" if dotted else st["linestyle"],
+                        marker=st["marker"], markevery=max(1, len(steps) // 8), markersize=3 if dotted else 4,
+                        label=f"{s['name']} (val)" if dotted else s["name"])
+                if not dotted and c.get("lo") and c.get("hi"):
+                    ax.fill_between(steps, [c["lo"][k] for k in keep], [c["hi"][k] for k in keep],
+                                    facecolor="none", edgecolor=st["color"],
+                                    hatch=HATCHES[(i + 1) % len(HATCHES)], linewidth=0)
+        if entropy_rate is not None:
+            ax.axhline(entropy_rate, color=COLORS[7], linestyle="-.", linewidth=1, label="entropy rate")
+            ys.append(entropy_rate)
+        if target_loss is not None:
+            ax.axhline(target_loss, color=COLORS[0], linestyle=":", linewidth=1, label="target loss")
+        ax.set_xlabel("step")
+        if zoom:
+            if ys:
+                lo, hi = min(ys), max(ys)
+                ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+            ax.set_title(f"steps {zoom_from}..{last}", fontsize=9)
+        else:
+            ax.set_yscale("log")
+            ax.set_ylabel("loss (nats/token)")
+            ax.set_title("all steps (log scale)", fontsize=9)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
