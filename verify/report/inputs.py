@@ -11,12 +11,10 @@ from pathlib import Path
 from ..bench import SCHEMA as BENCH_SCHEMA
 from ..compare.report import SCHEMA as COMPARE_SCHEMA
 from ..errors import InputError
+from ..experiments.study import SCHEMA as ABLATE_SCHEMA
 from ..llmc.harness import SCHEMA as LLMC_SCHEMA
 from ..numerics.gradflow import SCHEMA as GRADFLOW_SCHEMA
 
-# `gpt2-verify ablate` writes DIR/summary.json with this schema (its module is being written; move
-# the constant there when it lands)
-ABLATE_SCHEMA = "gpt2-verify/ablate/1"
 SCHEMAS = {
     COMPARE_SCHEMA: "compare",
     GRADFLOW_SCHEMA: "gradflow",
