@@ -167,12 +167,18 @@ class Law:
         if self.kind == "uniform":
             return (2 * q - 1) * self.bound
         half = (self.k if self.kind == "truncnormal" else 40.0) * self.std
-        lo, hi = np.full(q.shape, -half), np.full(q.shape, half)
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            below = self.cdf(mid) < q
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return 0.5 * (lo + hi)
+        return invert_cdf(self.cdf, q, -half, half)
+
+
+def invert_cdf(cdf, q, lo: float, hi: float) -> np.ndarray:
+    """x with cdf(x) = q for a non-decreasing cdf on [lo, hi], by 60 bisections (float64)."""
+    q = np.asarray(q, dtype=np.float64)
+    lo, hi = np.full(q.shape, float(lo)), np.full(q.shape, float(hi))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
 
 
 def _phi_cdf(z: np.ndarray) -> np.ndarray:

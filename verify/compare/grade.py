@@ -446,14 +446,16 @@ def _group_label(name: str, group: list[RegionDiff], random: list[RegionDiff], l
     else:
         got = sorted({d.region.layer for d in group if d.region.layer is not None})
         label = name if len(got) in (0, layers) else (
-            f"{name} layer {got[0]}" if len(got) == 1 else f"{name} layers {_ranges(got)}")
+            f"{name} layer {got[0]}" if len(got) == 1 else f"{name} layers {layer_ranges(got)}")
     rows = group[0].region.rows
     if "rows" in group[0].region.label and rows is not None:
         label += f" rows {rows[0]}:{rows[1]}"
     return label
 
 
-def _ranges(xs: list[int]) -> str:
+def layer_ranges(xs: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    xs = sorted(xs)
     parts, start = [], xs[0]
     for a, b in zip(xs, xs[1:] + [None]):
         if b != a + 1:

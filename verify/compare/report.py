@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 
 from .. import __version__
-from .grade import VERDICTS, TensorGrade, worst
+from .grade import VERDICTS, TensorGrade, layer_ranges, worst
 
 SCHEMA = "gpt2-verify/compare/1"
 REQUIRE_LEVELS = ("exact", "close", "distribution")
@@ -189,16 +189,6 @@ def _grouped(causes: list[dict]) -> list[dict]:
         for tensor, layers in by_tensor.items():
             layers = [x for x in layers if x is not None]
             names.append(tensor if not layers else f"{tensor} of layer {layers[0]}" if len(layers) == 1
-                         else f"{tensor} of layers {_ranges(layers)}")
+                         else f"{tensor} of layers {layer_ranges(layers)}")
         out.append({**cs[0], "cause": ", ".join(names) + rest})
     return out
-
-
-def _ranges(xs: list[int]) -> str:
-    xs = sorted(xs)
-    parts, start = [], xs[0]
-    for a, b in zip(xs, xs[1:] + [None]):
-        if b != a + 1:
-            parts.append(str(start) if start == a else f"{start}-{a}")
-            start = b
-    return ", ".join(parts)

@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from reference.config import GPTConfig, parameter_table
+from reference.schemes import invert_cdf
 
 BINS = 120
 NORMAL_HALF_WIDTH = 6.0  # in expected std: P(|z| > 6) = 2e-9, so over/underflow means a wrong law
@@ -224,12 +225,7 @@ class TensorStats:
             law = self.laws[0][0]
             return law.ppf(q) / (law.sd if self.standardized else 1.0)
         half = 2 * max(self.hist.edges[-1], 1e-300)
-        lo, hi = np.full(q.shape, -half), np.full(q.shape, half)
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            below = self.unit_cdf(mid) < q
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return 0.5 * (lo + hi)
+        return invert_cdf(self.unit_cdf, q, -half, half)
 
     def expected_counts(self) -> np.ndarray:
         """Expected count per histogram bin under the law (the density overlay)."""
