@@ -215,3 +215,21 @@ def test_plot_without_matplotlib_is_one_line(tmp_path):
     assert run.returncode == 2, run.stderr
     err = run.stderr.strip().splitlines()
     assert len(err) == 1 and "matplotlib" in err[0], err
+
+
+def test_llmc_token_shards(tmp_path):
+    from verify.formats.tokens import write_shard
+
+    data = sources.markov_tokens(vocab=16, alpha=0.1, seed=5, train_tokens=3000, val_tokens=600)
+    write_shard(tmp_path / "train.bin", data.train)
+    write_shard(tmp_path / "val.bin", data.val)
+    got = sources.shard_tokens(tmp_path / "train.bin", vocab=16, val_path=tmp_path / "val.bin")
+    assert np.array_equal(got.train, data.train) and np.array_equal(got.val, data.val)
+    held = sources.shard_tokens(tmp_path / "train.bin", vocab=16)  # the last 10% held out
+    assert held.train.size == 2700 and np.array_equal(held.val, data.train[2700:])
+    out = tmp_path / "abl"
+    argv = ["ablate", *ARGS, "--tokens", str(tmp_path / "train.bin"), "--val-tokens",
+            str(tmp_path / "val.bin"), "--seeds", "1", "--schemes", "gpt2", "-o", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["kind"] == "tokens" and summary["data"]["train_tokens"] == 3000
