@@ -179,6 +179,7 @@ def test_a_diverging_arm_is_named(tmp_path):
     (["--tokens", "GARBAGE"], "GARBAGE"),
     (["--text", "MISSING"], "MISSING"),
     (["--seeds", "x"], "--seeds"),
+    (["--seeds", "1,-2"], "out of range"),
     (["--schemes", "gpt2,nope"], "unknown scheme 'nope'"),
     (["--set", "wpe.sdt=1"], "unknown field 'sdt'"),
 ])

@@ -8,7 +8,7 @@ import math
 from reference.config import GPTConfig
 
 from ..errors import EXIT_OK, InputError
-from .common import add_config_args, config_from_args, emit_json
+from .common import add_config_args, check_seed, config_from_args, emit_json
 
 DEFAULT_SCHEMES = "gpt2,torch-default,xavier-normal,gpt2+attprojw,fcprojw.scale=10"
 
@@ -54,6 +54,8 @@ def cmd_ablate(args) -> int:
         raise InputError(None, f"--seeds {args.seeds!r}: give a count (3) or a list (0,1,2)") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(None, f"--seeds {args.seeds!r}: give at least one seed, each once")
+    for seed in seeds:
+        check_seed(seed)
     try:
         arms = tuple(study.parse_arms(args.schemes, args.overrides))
     except ValueError as e:
@@ -72,7 +74,7 @@ def cmd_ablate(args) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     s = study.Settings(cfg, arms, seeds, args.steps, args.batch, args.seq, args.lr,
                        weight_decay=args.weight_decay, eval_every=args.eval_every, log_every=args.log_every,
-                       target_loss=target, device=device, data=data.to_dict())
+                       target_loss=target, device=device, profile=args.profile, data=data.to_dict())
     summary = study.run_ablation(s, data, args.output, force=args.force)
     if args.plot:  # the same figures as the report's ablation section
         from pathlib import Path
@@ -102,7 +104,7 @@ def cmd_ablate(args) -> int:
 def register(sub) -> None:
     q = sub.add_parser("ablate", help="train small models under several init schemes x seeds on the same "
                                       "data and compare their losses with 95%% confidence intervals")
-    add_config_args(q)
+    add_config_args(q, seed=False)  # init seeds: --seeds
     q.add_argument("--schemes", default=DEFAULT_SCHEMES,
                    help="comma-separated arms: a scheme, optionally with overrides joined by '+', e.g. "
                         "'gpt2,torch-default,gpt2+attprojw,fcprojw.scale=10' (default: %(default)s)")

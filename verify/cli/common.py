@@ -21,7 +21,9 @@ class Parser(argparse.ArgumentParser):
 
 # ---- config arguments shared by init and checksum ---------------------------------------------
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    """The config (a descriptor or --layers/--channels/--heads ...) and, unless seed=False (a
+    command with seeds of its own), --seed and --profile."""
     p.add_argument("descriptor", nargs="?",
                    help=f"llm.c model descriptor: {', '.join(descriptor_names())} (gpt2:dN too)")
     p.add_argument("--layers", type=int, help="custom config: number of layers L")
@@ -31,7 +33,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-len", type=int, default=1024, help="custom config: maxT (1024)")
     p.add_argument("--padded-vocab", type=int, default=None,
                    help="custom config: Vp (default V rounded up to a multiple of 128)")
-    p.add_argument("--seed", type=int, default=42, help="mt19937 seed (42, llm.c's)")
+    if seed:
+        p.add_argument("--seed", type=int, default=42, help="mt19937 seed (42, llm.c's)")
     p.add_argument("--profile", choices=PROFILES, default="llmc",
                    help="llmc: llm.c's C init bit for bit; torch: PyTorch CPU normal_ (scalar)")
 

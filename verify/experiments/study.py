@@ -169,6 +169,7 @@ class Settings:
     log_every: int = 25  # gradient norms and activation scales every this many steps
     target_loss: float | None = None
     device: str = "cpu"
+    profile: str = "llmc"  # the init's normal_ rules (reference.normal.PROFILES)
     data: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     def optimizer(self):
@@ -183,7 +184,7 @@ class Settings:
                 "seeds": list(self.seeds), "steps": self.steps, "batch": self.batch, "seq": self.seq,
                 "lr": self.lr, "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
                 "eval_every": self.eval_every, "log_every": self.log_every,
-                "target_loss": self.target_loss, "data": self.data}
+                "target_loss": self.target_loss, "profile": self.profile, "data": self.data}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -205,7 +206,7 @@ def train_run(s: Settings, arm: Arm, seed: int, data: Tokens, *,
 
     cfg = s.config
     t0 = time.monotonic()
-    params = init_tensors(cfg, seed, scheme=arm.scheme, overrides=arm.overrides)
+    params = init_tensors(cfg, seed, s.profile, scheme=arm.scheme, overrides=arm.overrides)
     model = TorchModel(cfg, params, dtype="float32", device=s.device)
     opt = s.optimizer()
     vx, vy = batch(data.val, 0, batch_size=max(s.batch, 8), seq=s.seq)
@@ -242,7 +243,7 @@ def train_run(s: Settings, arm: Arm, seed: int, data: Tokens, *,
         evaluate(s.steps)
     return {"schema": RUN_SCHEMA, "tool_version": __version__, "label": arm.label, "scheme": arm.scheme,
             "overrides": list(arm.overrides), "seed": seed, "settings": s.to_dict(),
-            "init": resolve(arm.scheme, cfg, overrides=arm.overrides).to_dict(),
+            "init": resolve(arm.scheme, cfg, profile=s.profile, overrides=arm.overrides).to_dict(),
             "train_loss": [v if math.isfinite(v) else None for v in train_loss],
             "val_loss": [[st, v if math.isfinite(v) else None] for st, v in val_loss],
             "grad_norm": grad_norm, "act_rms": act_rms, "diverged": diverged_at is not None,
