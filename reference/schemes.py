@@ -581,6 +581,21 @@ class SchemeInit:
                              "wte/wpe/lnfw/lnfb take None)")
         return self._parts[(name, layer)]
 
+    def moments(self, name: str) -> tuple[float, float]:
+        """(mean, std) of the whole tensor `name` (every layer and part, wte's padded rows too)
+        under its laws: a mixture, E x^2 = sum n_i (sd_i^2 + mean_i^2) / N."""
+        rows, per_row = rows_of(self.cfg, name)
+        spec = {s.name: s for s in parameter_table(self.cfg)}[name]
+        n = s1 = s2 = 0.0
+        for layer in (range(self.cfg.layers) if spec.per_layer else (None,)):
+            for p in self.parts(name, layer):
+                k = (p.hi - p.lo) * per_row
+                n += k
+                s1 += k * p.law.mean
+                s2 += k * (p.law.sd ** 2 + p.law.mean ** 2)
+        mean = s1 / n
+        return mean, math.sqrt(max(s2 / n - mean * mean, 0.0))
+
     def draws(self) -> Iterator[Draw]:
         """Every draw call in order (see the module docstring)."""
         specs = parameter_table(self.cfg)

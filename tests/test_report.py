@@ -569,3 +569,26 @@ def test_renders_in_a_headless_browser(report, tmp_path):
     assert m, res.stderr[-2000:]
     images, loaded, errors = map(int, m.groups())
     assert images == len(report["page"].figures) and loaded == images and errors == 0
+
+
+def test_stats_record_against_the_schemes_moments(tmp_path):
+    # a checkpoint with attprojw scaled by 3: the stats record's table says 3x where it is
+    from reference.init import init_tensors
+    from verify.formats.checkpoint import write_checkpoint
+
+    cfg = GPTConfig(2, 32, 2, vocab=100, max_seq_len=16)  # Vp 128: wte's expected std includes 28 zero rows
+    t = init_tensors(cfg, 3)
+    t["attprojw"] = t["attprojw"] * np.float32(3)
+    flat = np.concatenate([t[s.name].reshape(-1) for s in cfg.tensors()])
+    write_checkpoint(tmp_path / "m.bin", cfg, iter([flat]), "fp32")
+    assert main(["stats", str(tmp_path / "m.bin"), "--json", str(tmp_path / "s.json")]) == 0
+    rec = json.loads((tmp_path / "s.json").read_text())
+    assert rec["schema"] == "gpt2-verify/stats/1"
+    assert main(["report", str(tmp_path / "s.json"), "-o", str(tmp_path / "r.html")]) == 0
+    page = Page()
+    page.feed((tmp_path / "r.html").read_text())
+    rows = {r["tensor"]: r for r in table_with(page, "expected std")}
+    assert float(rows["wte"]["expected std"]) == pytest.approx(0.02 * math.sqrt(100 / 128), rel=1e-3)
+    assert float(rows["attprojw"]["std ratio"]) == pytest.approx(3.0, rel=0.05)
+    assert float(rows["qkvw"]["std ratio"]) == pytest.approx(1.0, rel=0.05)
+    assert rows["ln1w"]["expected mean"] == "1" and rows["ln1w"]["std"] == "0"

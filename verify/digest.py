@@ -17,6 +17,8 @@ import numpy as np
 from reference.bf16 import f32_to_bf16_bits
 from reference.config import TensorSpec
 
+STATS_SCHEMA = "gpt2-verify/stats/1"  # `gpt2-verify stats FILE --json`
+
 
 @dataclasses.dataclass
 class TensorDigest:

@@ -88,7 +88,9 @@ def cmd_stats(args) -> int:
         with Progress(header.config.num_params_padded, "stats") as bar:
             rows = list(digest_stream(pairs(), bf16=False, progress=bar).tensors.values())
     if args.json:
-        emit_json(args.json, {"file": args.file, "config": header.config.as_dict(),
+        from ..digest import STATS_SCHEMA
+
+        emit_json(args.json, {"schema": STATS_SCHEMA, "file": args.file, "config": header.config.as_dict(),
                               "dtype": header.dtype,
                               "tensors": {d.name: d.as_dict() for d in rows}})
         if args.json == "-":  # stdout carries only the JSON

@@ -10,19 +10,21 @@ from pathlib import Path
 
 from ..bench import SCHEMA as BENCH_SCHEMA
 from ..compare.report import SCHEMA as COMPARE_SCHEMA
+from ..digest import STATS_SCHEMA
 from ..errors import InputError
 from ..experiments.study import SCHEMA as ABLATE_SCHEMA
 from ..llmc.harness import SCHEMA as LLMC_SCHEMA
 from ..numerics.gradflow import SCHEMA as GRADFLOW_SCHEMA
 
 SCHEMAS = {
+    STATS_SCHEMA: "stats",
     COMPARE_SCHEMA: "compare",
     GRADFLOW_SCHEMA: "gradflow",
     LLMC_SCHEMA: "llmc",
     ABLATE_SCHEMA: "ablation",
     BENCH_SCHEMA: "bench",
 }
-KINDS = ("init", "compare", "gradflow", "llmc", "ablation", "bench")  # section order in the report
+KINDS = ("init", "stats", "compare", "gradflow", "llmc", "ablation", "bench")  # section order in the report
 JSON_SNIFF = 64
 
 

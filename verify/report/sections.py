@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from reference.config import GPTConfig
+
 from ..atomic import atomic_output, write_text_atomic
 from ..errors import InputError
 from ..progress import Progress
@@ -186,6 +188,26 @@ def init_section(doc: Document, inp: Input, stats: dict[str, TensorStats], init)
 
 
 # ---- compare ----------------------------------------------------------------------------------
+
+
+def stats_section(doc: Document, inp: Input, init) -> None:
+    """`gpt2-verify stats --json`: per-tensor figures of a checkpoint against the whole-tensor
+    mean and std its expected laws give (reference.schemes.SchemeInit.moments)."""
+    r = inp.record
+    name = _name_of(inp)
+    doc.add(f'<h2 id="sec-stats-{esc(slug(name))}">Checkpoint statistics: {esc(r.get("file"))}</h2>')
+    doc.add(f"<p>Config {esc(_cfg_text(r.get('config')))}; {esc(r.get('dtype'))}; expected under "
+            f"{esc(init.label)} (whole tensors: padded rows and constant parts included).</p>")
+    rows = []
+    for tname, t in (r.get("tensors") or {}).items():
+        mean, std = init.moments(tname)
+        ratio = t["std"] / std if std else None
+        rows.append([esc(tname), esc("x".join(map(str, t.get("shape") or []))), num(t.get("numel")),
+                     num(t.get("mean"), ".4g"), num(mean, ".4g"), num(t.get("std"), ".4g"), num(std, ".4g"),
+                     num(ratio, ".4g"), num(t.get("min"), ".4g"), num(t.get("max"), ".4g"),
+                     num(t.get("nonfinite"))])
+    doc.add(table(["tensor", "shape", "numel", "mean", "expected mean", "std", "expected std", "std ratio",
+                   "min", "max", "NaN/Inf"], rows, numeric=set(range(2, 11)), raw={0, 1}))
 
 
 def compare_section(doc: Document, inp: Input, rowcol: dict[str, object] | None) -> None:
@@ -717,6 +739,9 @@ def build_report(
                         if stats[t].rowcol is not None:
                             rowcols.setdefault(ci, {})[t] = stats[t].rowcol
                     init_section(doc, inp, stats, init)
+                elif inp.kind == "stats":
+                    cfg = GPTConfig.from_dict(inp.record["config"])
+                    stats_section(doc, inp, expected_laws(cfg, scheme=scheme, overrides=overrides))
                 else:
                     if inp.kind == "compare":
                         compare_section(doc, inp, rowcols.get(i))
