@@ -31,6 +31,13 @@ def test_entropy_rate_of_a_two_state_chain_closed_form():
     want = pi0 * _binary_entropy(a) + (1 - pi0) * _binary_entropy(b)
     assert sources.entropy_rate(P) == pytest.approx(want, rel=1e-12)
     np.testing.assert_allclose(sources.stationary(P), [pi0, 1 - pi0], rtol=1e-12)
+    # a periodic chain (power iteration from a non-uniform start would oscillate): pi = (1/2, 1/2),
+    # H = 0 (every step is certain)
+    flip = np.array([[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(sources.stationary(flip), [0.5, 0.5], rtol=1e-15)
+    assert sources.entropy_rate(flip) == 0.0
+    with pytest.raises(ValueError, match="reducible"):
+        sources.stationary(np.eye(2))
 
 
 def test_entropy_rate_matches_the_empirical_conditional_entropy():
@@ -65,6 +72,9 @@ def test_t_quantile_and_interval_against_scipy():
     for df in (1, 2, 3, 4, 7, 10, 29, 100):
         for p in (0.9, 0.975, 0.995):
             assert study.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9)
+    # tails beyond any fixed bracket: df 1 (Cauchy) at 1e-6 is -318309.9
+    for p, df in ((1e-6, 1), (1 - 1e-6, 1), (1e-9, 3)):
+        assert study.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9)
     v = [2.0, 2.5, 3.5]
     iv = study.interval(v)
     lo, hi = scipy_stats.t.interval(0.95, 2, loc=np.mean(v), scale=scipy_stats.sem(v))
@@ -118,6 +128,17 @@ def test_tiny_ablation_end_to_end(tmp_path, capsys):
     fb = forward_backward(TINY, init_tensors(TINY, 1, scheme="xavier-uniform"), x, y, dtype="float64",
                           backward=False)
     assert rec["train_loss"][0] == pytest.approx(fb.loss, rel=1e-5)
+    # the gradient-norm profile is the mean over seeds of each layer's gradient norm at step 0,
+    # from the per-layer tensors only (with L = 1, wte/wpe/lnf also have one entry: not counted);
+    # recomputed from float64 gradients of each seed's init on batch 0
+    want = []
+    for seed in (0, 1):
+        g = forward_backward(TINY, init_tensors(TINY, seed, scheme="xavier-uniform"), x, y,
+                             dtype="float64").grads
+        want.append(math.sqrt(sum(float(np.sum(g[n] ** 2)) for n in g
+                                  if n not in ("wte", "wpe", "lnfw", "lnfb"))))
+    prof = summary["schemes"][1]["grad_norm_profile"]
+    assert prof["layer"] == [0] and prof["mean"][0] == pytest.approx(np.mean(want), rel=1e-4)
 
 
 def _settings(**kw):
@@ -153,6 +174,26 @@ def test_resume_after_an_interruption_redoes_nothing_finished(tmp_path):
     # the same numbers as the uninterrupted ablation (one process, fixed data order, CPU float32)
     for a, b in zip(whole["schemes"], resumed["schemes"]):
         assert a["final_loss"]["values"] == b["final_loss"]["values"]
+
+
+def test_progress_names_the_run_step_and_loss(tmp_path, monkeypatch):
+    import io
+
+    from verify import progress
+
+    s, data = _settings(seeds=(0,))
+    stream = io.StringIO()
+    real = progress.Progress
+
+    class Captured(real):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **{**kw, "stream": stream, "enabled": True})
+
+    monkeypatch.setattr(progress, "Progress", Captured)
+    study.run_ablation(s, data, tmp_path, progress=True)
+    text = stream.getvalue()  # the first and the last update are always drawn
+    assert "run 1/2 gpt2 seed 0" in text and "run 2/2 kaiming-normal seed 0 step 5 loss " in text
+    assert "eta" in text
 
 
 def test_other_settings_on_the_same_dir_are_refused(tmp_path, capsys):

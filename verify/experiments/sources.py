@@ -51,15 +51,20 @@ def markov_chain(vocab: int, *, alpha: float, seed: int) -> np.ndarray:
     return rng.dirichlet(np.full(vocab, float(alpha)), size=vocab)  # (V, V), rows sum to 1
 
 
-def stationary(P: np.ndarray, *, tol: float = 1e-15, max_iter: int = 100_000) -> np.ndarray:
-    """pi with pi P = pi, by power iteration from the uniform distribution (float64)."""
-    pi = np.full(P.shape[0], 1.0 / P.shape[0])
-    for _ in range(max_iter):
-        nxt = pi @ P
-        nxt /= nxt.sum()
-        if np.abs(nxt - pi).max() < tol:
-            return nxt
-        pi = nxt
+def stationary(P: np.ndarray) -> np.ndarray:
+    """pi with pi P = pi and sum(pi) = 1 (float64), by a linear solve: (P^T - I) pi = 0 with one
+    equation replaced by the normalisation. Exact for an irreducible chain (a Dirichlet row draw
+    has every entry > 0 with probability 1), periodic or not, where power iteration need not
+    converge."""
+    P = np.asarray(P, dtype=np.float64)
+    A = P.T - np.eye(P.shape[0])
+    A[-1] = 1.0
+    rhs = np.zeros(P.shape[0])
+    rhs[-1] = 1.0
+    try:
+        pi = np.linalg.solve(A, rhs)
+    except np.linalg.LinAlgError:
+        raise ValueError("the chain has no unique stationary distribution (it is reducible)") from None
     return pi
 
 

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from reference.config import GPTConfig
+from reference.config import GPTConfig, parameter_table
 from reference.schemes import parse_override, resolve
 
 from .. import __version__
@@ -88,7 +88,11 @@ def t_quantile(p: float, df: int) -> float:
     """The p-quantile of Student's t (bisection on the CDF to 1e-12)."""
     if not 0 < p < 1 or df < 1:
         raise ValueError(f"t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
-    lo, hi = -1e3, 1e3
+    lo, hi = -1.0, 1.0
+    while _t_cdf(lo, df) > p:  # widen until the bracket holds the quantile (df 1, p 1e-6: -3e5)
+        lo *= 2.0
+    while _t_cdf(hi, df) < p:
+        hi *= 2.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
@@ -295,6 +299,7 @@ def _steps_to(run: dict, target: float | None) -> int | None:
 def summarize(s: Settings, runs: dict[tuple[str, int], dict], data: Tokens) -> dict:
     schemes = []
     L = s.config.layers
+    layer_names = [t.name for t in parameter_table(s.config) if t.per_layer]
     for arm in s.arms:
         mine = [runs[(arm.label, seed)] for seed in s.seeds if (arm.label, seed) in runs]
         ok = [r for r in mine if not r["diverged"]]
@@ -310,10 +315,10 @@ def summarize(s: Settings, runs: dict[tuple[str, int], dict], data: Tokens) -> d
         entry["curve"] = _curve(ok, "train", every) if ok else None
         entry["val_curve"] = _curve(ok, "val") if ok else None
         if ok:
-            # per-layer gradient norm (all per-layer tensors together) at the first logged step
-            per_layer = [[math.sqrt(sum(r["grad_norm"][0][1][n][layer] ** 2 for n in r["grad_norm"][0][1]
-                                        if len(r["grad_norm"][0][1][n]) == L)) for layer in range(L)]
-                         for r in ok if r["grad_norm"]]
+            # per-layer gradient norm (all per-layer tensors of the layer together) at step 0, the
+            # init's own profile; wte, wpe, lnfw, lnfb are not per layer (TensorSpec.per_layer)
+            per_layer = [[math.sqrt(sum(r["grad_norm"][0][1][n][layer] ** 2 for n in layer_names))
+                          for layer in range(L)] for r in ok if r["grad_norm"]]
             ivs = [interval([p[layer] for p in per_layer]) for layer in range(L)]
             entry["grad_norm_profile"] = {"layer": list(range(L)), "step": 0,
                                           "mean": [i["mean"] for i in ivs], "lo": [i["lo"] for i in ivs],
@@ -369,11 +374,18 @@ def run_ablation(s: Settings, data: Tokens, out_dir: str | os.PathLike, *, force
                 except (OSError, ValueError):
                     pass  # a damaged file is redone
             todo.append((arm, seed))
+    total = len(s.arms) * len(s.seeds)
     with Progress(len(todo) * s.steps, f"ablate ({len(runs)} runs done before)", enabled=progress,
                   unit="steps") as bar:
-        for arm, seed in todo:
-            bar.label = f"ablate {arm.label} seed {seed}"
-            rec = train_run(s, arm, seed, data, on_step=lambda _step, _loss: bar.update(1))
+        for i, (arm, seed) in enumerate(todo, start=total - len(todo) + 1):
+            head = f"run {i}/{total} {arm.label} seed {seed}"
+
+            def on_step(step, loss, head=head):
+                bar.label = f"{head} step {step + 1} loss {loss:.3f}"
+                bar.update(1)
+
+            bar.label = head
+            rec = train_run(s, arm, seed, data, on_step=on_step)
             bar.update(s.steps - len(rec["train_loss"]))
             write_text_atomic(out / run_file(arm, seed), json.dumps(rec) + "\n")
             runs[(arm.label, seed)] = rec
