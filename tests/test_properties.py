@@ -59,7 +59,8 @@ def random_values(cfg: GPTConfig, tensors: dict, name: str) -> np.ndarray:
 # ---- shapes, offsets, counts ------------------------------------------------------------------
 
 def expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """reference-facts section 3, written out independently of reference.config."""
+    """llm.c's parameter table (train_gpt2.c fill_in_parameter_sizes), written out independently of
+    reference.config."""
     L, C, Vp, T = cfg.layers, cfg.channels, cfg.padded_vocab, cfg.max_seq_len
     return {
         "wte": (Vp, C), "wpe": (T, C), "ln1w": (L, C), "ln1b": (L, C),
@@ -185,7 +186,7 @@ def test_residual_std_ratio(layers, profile):
 
 
 def test_residual_std_known_ulp_differences():
-    """reference-facts: float32 vs double std differ by one ulp for L = 6 and 24."""
+    """float32 (llm.c) vs double (train_gpt2.py) std differ by one ulp for L = 6 and 24."""
     for layers, differs in ((1, False), (2, False), (6, True), (12, False), (24, True),
                             (245, True)):
         cfg = GPTConfig(layers, 1, 1, vocab=1, max_seq_len=1)

@@ -179,7 +179,8 @@ def test_chunking_does_not_change_bits():
 
 
 def test_residual_std_rounding_differs_between_profiles_for_some_L():
-    """reference-facts: 0.02f*(1.0f/sqrtf(2.0f*L)) vs float(0.02/sqrt(2L)) differ for L=6, 24."""
+    """llm.c's 0.02f*(1.0f/sqrtf(2.0f*L)) (train_gpt2.cu) vs train_gpt2.py's float(0.02/sqrt(2L))
+    differ for L=6, 24."""
     cfg6 = from_descriptor("d6")
     spec = {s.name: s for s in cfg6.tensors()}["fcprojw"]
     assert init_std(cfg6, spec, "llmc") != np.float32(init_std(cfg6, spec, "torch"))

@@ -80,7 +80,8 @@ def test_torch_profile_bit_identical(cfg, seed):
 
 
 def test_torch_spare_is_kept_across_calls():
-    """reference-facts: torch normal_(15) then normal_(9): the second starts with the spare."""
+    """PyTorch keeps the spare normal of an n < 16 call: normal_(15) then normal_(9): the second
+    starts with the spare."""
     code = ("import torch,sys; g=torch.Generator(); g.manual_seed(42); a=torch.empty(15); "
             "a.normal_(generator=g); b=torch.empty(9); b.normal_(generator=g); "
             "sys.stdout.buffer.write(torch.cat([a,b]).numpy().tobytes())")
