@@ -611,20 +611,25 @@ class SchemeInit:
                 if part.law.random:
                     yield Draw(name, layer, i, part.lo * per_row, (part.hi - part.lo) * per_row, part.law)
 
+    def layer_groups(self, name: str) -> list[tuple[list, tuple[Part, ...]]]:
+        """(layers, parts) with consecutive layers of equal parts folded together; [None] for a
+        tensor without layers."""
+        spec = {s.name: s for s in parameter_table(self.cfg)}[name]
+        groups: list[tuple[list, tuple[Part, ...]]] = []
+        for layer in (range(self.cfg.layers) if spec.per_layer else [None]):
+            parts = self.parts(name, layer)
+            if groups and groups[-1][1] == parts:
+                groups[-1][0].append(layer)
+            else:
+                groups.append(([layer], parts))
+        return groups
+
     def law_table(self) -> list[dict]:
         """One row per tensor (per layer where the law varies with the layer): the params table."""
         out = []
         for spec in parameter_table(self.cfg):
-            layers = list(range(self.cfg.layers)) if spec.per_layer else [None]
             _, per_row = rows_of(self.cfg, spec.name)
-            groups: list[tuple[list, tuple[Part, ...]]] = []
-            for layer in layers:
-                parts = self.parts(spec.name, layer)
-                if groups and groups[-1][1] == parts:
-                    groups[-1][0].append(layer)
-                else:
-                    groups.append(([layer], parts))
-            for group_layers, parts in groups:
+            for group_layers, parts in self.layer_groups(spec.name):
                 layer_text = (None if group_layers == [None] else
                               f"{group_layers[0]}" if len(group_layers) == 1 else
                               f"{group_layers[0]}-{group_layers[-1]}")

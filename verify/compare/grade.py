@@ -108,16 +108,9 @@ def regions(cfg: GPTConfig, spec: TensorSpec, rows: int | None = None, *,
 def law_entries(init: SchemeInit, spec: TensorSpec) -> list[dict]:
     """The expected laws of one tensor, compact: [{"rows": [lo, hi], "layers": [first, last] or
     null, "law": Law.to_dict(), "fixed"}], consecutive layers with the same parts folded."""
-    layers = list(range(init.cfg.layers)) if spec.per_layer else [None]
-    groups: list[tuple[list, tuple]] = []
-    for layer in layers:
-        parts = init.parts(spec.name, layer)
-        if groups and groups[-1][1] == parts:
-            groups[-1][0].append(layer)
-        else:
-            groups.append(([layer], parts))
     return [{"rows": [p.lo, p.hi], "layers": None if ls == [None] else [ls[0], ls[-1]],
-             "law": p.law.to_dict(), "fixed": p.fixed} for ls, parts in groups for p in parts]
+             "law": p.law.to_dict(), "fixed": p.fixed} for ls, parts in init.layer_groups(spec.name)
+            for p in parts]
 
 
 def law_groups(init: SchemeInit, spec: TensorSpec) -> list[Law]:
