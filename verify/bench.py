@@ -76,7 +76,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import gc
-import json
 import math
 import os
 import platform
@@ -622,18 +621,9 @@ def validate_record(obj, source: str) -> list[dict]:
 
 
 def load_record(path: str) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, not a bench JSON file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    return validate_record(obj, path)
+    from .records import load_json
+
+    return validate_record(load_json(path), path)
 
 
 def merge(paths: Sequence[str]) -> dict:

@@ -4,7 +4,6 @@ summary.json) or a model file (anything verify.formats.model.open_model reads)."
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from ..errors import InputError
 from ..experiments.study import SCHEMA as ABLATE_SCHEMA
 from ..llmc.harness import SCHEMA as LLMC_SCHEMA
 from ..numerics.gradflow import SCHEMA as GRADFLOW_SCHEMA
+from ..records import load_json
 
 SCHEMAS = {
     STATS_SCHEMA: "stats",
@@ -34,25 +34,6 @@ class Input:
     kind: str  # one of KINDS
     record: dict | None = None  # JSON inputs
     model: object = None  # verify.formats.model.ModelFile for "init"
-
-
-def load_json(path: str | os.PathLike) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(path, "not valid JSON: not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    try:
-        obj = json.loads(text)
-    except ValueError as e:
-        raise InputError(path, f"not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise InputError(
-            path,
-            f'a JSON {type(obj).__name__}, not a gpt2-verify record (a JSON object with a "schema" field)',
-        )
-    return obj
 
 
 def _record_kind(path, obj: dict) -> str:
