@@ -51,6 +51,11 @@ def assert_reference(model, rows=None):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), spec.name
         chunks = np.concatenate(list(model.iter_chunks(spec.name, 7)))
         assert np.array_equal(chunks.view(np.uint32), want.reshape(-1).view(np.uint32)), spec.name
+        n = want.size
+        for start in sorted(x for x in {1, 5, n // 2 + 3, n - 1} if 0 < x < n):  # within, across layers
+            tail = np.concatenate(list(model.iter_chunks(spec.name, 7, start=start)))
+            assert np.array_equal(tail.view(np.uint32), want.reshape(-1)[start:].view(np.uint32)), \
+                (spec.name, start)
 
 
 # ---- round trips ------------------------------------------------------------------------------

@@ -158,7 +158,8 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float, 
     parts = regions(cfg, spec, rows, init=init)
     diffs = diff_tensor(model.iter_chunks(name, CHUNK), ref_chunks, parts, dtype=dtype)
     grade = grade_tensor(cfg, spec, diffs, shape=shape, dtype=dtype, source=source,
-                         candidate_chunks=lambda: model.iter_chunks(name, CHUNK), fpr=fpr, init=init)
+                         candidate_chunks=lambda start=0: model.iter_chunks(name, CHUNK, start=start),
+                         fpr=fpr, init=init)
     return grade, diffs
 
 
@@ -174,7 +175,7 @@ def _grade_lm_head(model, cfg, ref, fpr, init: SchemeInit) -> TensorGrade:
         return g
     diffs = diff_tensor(iter([arr.reshape(-1)]), ref, regions(cfg, spec, rows, init=init), dtype=model.dtype)
     g = grade_tensor(cfg, spec, diffs, shape=arr.shape, dtype=model.dtype, source=source,
-                     candidate_chunks=lambda: iter([arr.reshape(-1)]), fpr=fpr, init=init)
+                     candidate_chunks=lambda start=0: iter([arr.reshape(-1)[start:]]), fpr=fpr, init=init)
     g.name = "lm_head"
     g.reason = "lm_head (not tied to wte) " + g.reason.replace("wte", "lm_head", 1)
     return g

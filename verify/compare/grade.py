@@ -466,7 +466,8 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
                  source: list[str], candidate_chunks, fpr: float, init: SchemeInit | None = None
                  ) -> TensorGrade:
     """Turn one tensor's region diffs into its verdict; runs one law check per distinct random
-    law (each at false-positive rate `fpr`) when the values are not exact/close."""
+    law (each at false-positive rate `fpr`) when the values are not exact/close.
+    candidate_chunks(start) iterates the candidate tensor's flat values from index `start`."""
     init = resolve(DEFAULT_SCHEME, cfg) if init is None else init
     numel = sum(d.numel for d in diffs)
     g = TensorGrade(spec.name, tuple(shape), dtype, list(source), "exact", "", numel=numel)
@@ -532,7 +533,8 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
     checks: list[tuple[str, Law, list[RegionDiff], NormalCheck | None, str]] = []
     for law, group in groups.items():
         label = _group_label(spec.name, group, drawn, cfg.layers)
-        values = _group_values(candidate_chunks(), group)
+        lo = min(d.region.lo for d in group)
+        values = _group_values(candidate_chunks(lo), group, lo)  # read from the group's first value
         n = sum(d.region.hi - d.region.lo for d in group)
         if n >= 3:
             check = check_law(values, law, fpr=fpr, quantization=quant, name=label)
@@ -610,12 +612,13 @@ def _distribution_dict(checks, fpr: float) -> dict:
 _QUANT = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11, "fp64": 0.0}
 
 
-def _group_values(chunks: Iterator[np.ndarray], group: list[RegionDiff]) -> Iterator[np.ndarray]:
-    """The values of the group's regions (disjoint, in order) from the tensor's chunk stream,
-    passed on to the law check while summing x and x^2 per region in float64; stops reading
-    after the last region."""
+def _group_values(chunks: Iterator[np.ndarray], group: list[RegionDiff], start: int = 0
+                  ) -> Iterator[np.ndarray]:
+    """The values of the group's regions (disjoint, in order) from the tensor's chunk stream
+    (which begins at flat index `start`), passed on to the law check while summing x and x^2 per
+    region in float64; stops reading after the last region."""
     group = sorted(group, key=lambda d: d.region.lo)
-    pos, i = 0, 0
+    pos, i = start, 0
     for c in chunks:
         c = np.ravel(c)
         start, end = pos, pos + c.size

@@ -64,9 +64,10 @@ class ModelFile:
         """tensor(name).shape, without reading the values."""
         return self._backend.shape(name)
 
-    def iter_chunks(self, name: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
-        """float32 flat chunks of tensor(name) in row-major order, bounded memory."""
-        return self._backend.iter_chunks(name, chunk)
+    def iter_chunks(self, name: str, chunk: int = CHUNK, *, start: int = 0) -> Iterator[np.ndarray]:
+        """float32 flat chunks of tensor(name) in row-major order from flat index `start`, bounded
+        memory (values before `start` are not read)."""
+        return self._backend.iter_chunks(name, chunk, start)
 
     def lm_head_tensor(self) -> np.ndarray | None:
         return self._backend.lm_head_tensor()
@@ -101,9 +102,9 @@ class _Checkpoint:
             raise InputError(self.path, "file shrank while being read")
         return bf16_bits_to_f32(raw) if self.header.dtype == "bf16" else raw
 
-    def iter_chunks(self, name: str, chunk: int) -> Iterator[np.ndarray]:
+    def iter_chunks(self, name: str, chunk: int, start: int = 0) -> Iterator[np.ndarray]:
         s = self.specs[name]
-        for lo in range(0, s.numel, chunk):
+        for lo in range(start, s.numel, chunk):
             yield self._read(s.offset + lo, min(chunk, s.numel - lo))
 
     def tensor(self, name: str) -> np.ndarray:
@@ -138,8 +139,8 @@ class _MappedBackend:
     def shape(self, name):
         return self.m.shape(name)
 
-    def iter_chunks(self, name, chunk):
-        return self.m.iter_chunks(name, chunk)
+    def iter_chunks(self, name, chunk, start=0):
+        return self.m.iter_chunks(name, chunk, start)
 
     def lm_head_tensor(self):
         return self.m.lm_head_tensor()

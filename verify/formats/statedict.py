@@ -19,6 +19,7 @@ the caller, else C // 64 is assumed (the init does not depend on NH) and `heads_
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -297,11 +298,17 @@ class Mapped:
             return one
         return (len(pieces), *one)
 
-    def iter_chunks(self, name: str, chunk: int) -> Iterator[np.ndarray]:
+    def iter_chunks(self, name: str, chunk: int, start: int = 0) -> Iterator[np.ndarray]:
+        base = 0  # flat index of piece i's first value
         for i in range(len(self.pieces[name])):
+            size = math.prod(self.pieces[name][i][1].shape)
+            if base + size <= start:  # wholly before start: not converted
+                base += size
+                continue
             flat = self._layer_array(name, i).reshape(-1)
-            for lo in range(0, flat.size, chunk):
+            for lo in range(max(start - base, 0), flat.size, chunk):
                 yield flat[lo:lo + chunk]
+            base += size
 
     def sources(self) -> dict[str, list[str]]:
         return {n: [k for k, _ in p] for n, p in self.pieces.items() if n not in self.unusable}
