@@ -3,7 +3,7 @@
     python benchmarks/bench_report.py [--descriptor d12] [--keep DIR]
 
 Writes the reference init of the descriptor to a temporary llm.c checkpoint, then runs, each as
-its own process (peak RSS from wait4's rusage of that child alone):
+its own process (wall time and peak RSS from bench_init.measure: wait4's rusage of that child):
   A  gpt2-verify stats FILE           one streamed read with per-tensor statistics (baseline)
   B  gpt2-verify report FILE -o HTML  histograms, QQ, per-layer statistics, figures, HTML
 and prints B's wall time as a ratio of A's and B's peak RSS as a ratio of the file size. The
@@ -16,20 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
-
-def run(argv: list[str]) -> tuple[float, int]:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        sys.exit(f"{' '.join(argv)} failed: {proc.stderr.read().decode(errors='replace')}")
-    return wall, usage.ru_maxrss * 1024  # Linux: KiB
+from bench_init import measure  # (wall s, peak RSS MiB) of one child process, from wait4
 
 
 def main() -> None:
@@ -42,16 +32,15 @@ def main() -> None:
     try:
         model = os.path.join(d, f"{args.descriptor}.bin")
         if not os.path.exists(model):
-            run(exe + ["init", args.descriptor, "-o", model])
-        size = os.path.getsize(model)
-        a_wall, a_rss = run(exe + ["stats", model])
-        b_wall, b_rss = run(exe + ["report", model, "-o", os.path.join(d, "report.html")])
-        mib = 1 << 20
-        print(f"{args.descriptor}: file {size / mib:,.0f} MiB")
-        print(f"A stats  (baseline)  {a_wall:7.1f} s  1.00x   peak RSS {a_rss / mib:6.0f} MiB "
+            measure(exe + ["init", args.descriptor, "-o", model])
+        size = os.path.getsize(model) / (1 << 20)  # MiB
+        a_wall, a_rss = measure(exe + ["stats", model])
+        b_wall, b_rss = measure(exe + ["report", model, "-o", os.path.join(d, "report.html")])
+        print(f"{args.descriptor}: file {size:,.0f} MiB")
+        print(f"A stats  (baseline)  {a_wall:7.1f} s  1.00x   peak RSS {a_rss:6.0f} MiB "
               f"= {a_rss / size:.2f}x the file")
         print(f"B report             {b_wall:7.1f} s  {b_wall / a_wall:.2f}x   "
-              f"peak RSS {b_rss / mib:6.0f} MiB = {b_rss / size:.2f}x the file")
+              f"peak RSS {b_rss:6.0f} MiB = {b_rss / size:.2f}x the file")
     finally:
         if not args.keep:
             shutil.rmtree(d, ignore_errors=True)
