@@ -78,6 +78,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from reference.schemes import truncnormal_moments as _tn_moments
+
 __all__ = [
     "NormalCheck", "LawCheck", "ConstantCheck", "SubTest", "check_normal", "check_uniform",
     "check_truncnormal", "check_constant", "truncnormal_variance", "bonferroni", "normal_isf",
@@ -635,26 +637,6 @@ def _uniform_cdf(u: np.ndarray) -> np.ndarray:
 def _uniform_law(a: float) -> _Law:
     return _Law(0.0, a, -1.0, 1.0, _uniform_cdf, _GRID_CDF_ERR, _uniform_grid_cdf, _GRID_CDF_ERR,
                 support=1.0)
-
-
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
-
-
-def _tn_moments(k: float) -> tuple[float, float, float]:
-    """(Z, E z^2, E z^4) of the standard normal truncated to [-k, k]; Z = 2 Phi(k) - 1.
-
-    Closed forms (integration by parts) for k >= 2; below, where they cancel, 64-point
-    Gauss-Legendre on [0, k] (the integrand is entire and mild there: error ~1e-16).
-    """
-    z_mass = math.erf(k / _SQRT2)
-    if k >= 2.0:
-        pdf = math.exp(-0.5 * k * k) / _SQRT2PI
-        return (z_mass, 1.0 - 2.0 * k * pdf / z_mass,
-                3.0 - 2.0 * pdf * (k ** 3 + 3.0 * k) / z_mass)
-    u = 0.5 * k * (_GL_NODES + 1.0)
-    w = _GL_WEIGHTS * np.exp(-0.5 * u * u)
-    total = float(w.sum())
-    return z_mass, float(np.dot(w, u ** 2)) / total, float(np.dot(w, u ** 4)) / total
 
 
 def truncnormal_variance(std: float, k: float) -> float:
