@@ -90,12 +90,12 @@ def main() -> None:
     args = ap.parse_args()
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from reference.config import from_descriptor
+    from gpt2_verify.reference.config import from_descriptor
 
     cfg = from_descriptor(args.model)
     n = cfg.num_params_padded
     ckpt_mib = (1024 + 4 * n) / 2**20
-    cli = [sys.executable, "-m", "verify"]
+    cli = [sys.executable, "-m", "gpt2_verify"]
     tmp = tempfile.mkdtemp(prefix="gpt2v-bench-")
     rows = []
     try:

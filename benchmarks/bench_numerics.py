@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference.config import from_descriptor  # noqa: E402
-from reference.init import init_tensors  # noqa: E402
-from verify.numerics.model import forward_backward, random_tokens  # noqa: E402
+from gpt2_verify.reference.config import from_descriptor  # noqa: E402
+from gpt2_verify.reference.init import init_tensors  # noqa: E402
+from gpt2_verify.verify.numerics.model import forward_backward, random_tokens  # noqa: E402
 
 
 class Block(nn.Module):

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--descriptor", default="d12")
     ap.add_argument("--keep", help="write the files here instead of a temporary directory")
     args = ap.parse_args()
-    exe = [sys.executable, "-m", "verify"]
+    exe = [sys.executable, "-m", "gpt2_verify"]
     d = args.keep or tempfile.mkdtemp(prefix="bench-report-")
     try:
         model = os.path.join(d, f"{args.descriptor}.bin")

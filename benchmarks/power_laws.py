@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verify.progress import Progress  # noqa: E402
-from verify.stats import (  # noqa: E402
+from gpt2_verify.verify.progress import Progress  # noqa: E402
+from gpt2_verify.verify.stats import (  # noqa: E402
     check_normal,
     check_truncnormal,
     check_uniform,

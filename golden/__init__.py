@@ -1,9 +1,3 @@
-"""Golden per-tensor statistics and checksums, written by `gpt2-verify golden write`."""
+"""Golden per-tensor statistics and checksums, written by `gpt2-verify golden write`.
 
-from pathlib import Path
-
-DIR = Path(__file__).resolve().parent
-
-
-def path(name: str) -> Path:
-    return DIR / name
+Data only: read through `gpt2_verify.verify.golden.golden_path` (importlib.resources)."""

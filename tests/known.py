@@ -7,7 +7,7 @@ of the float32 parameter buffer, i.e. of a checkpoint's body.
 
 from __future__ import annotations
 
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 SEED = 42  # llm.c's manual_seed(42)
 FAMILY_FPR = 1e-9  # per config: all distribution checks of one model together

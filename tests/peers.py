@@ -18,8 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 
 def _modules(cfg: GPTConfig):

@@ -10,10 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-
-from reference.config import GPTConfig
-from verify.cli import main
-from verify.experiments import sources, study
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.experiments import sources, study
 
 pytest.importorskip("torch")
 
@@ -120,8 +119,8 @@ def test_tiny_ablation_end_to_end(tmp_path, capsys):
     assert rec["schema"] == study.RUN_SCHEMA and len(rec["train_loss"]) == 6 and not rec["diverged"]
     assert rec["init"]["scheme"] == "xavier-uniform"
     # the run's recorded first loss is the model's loss on batch 0 at its init: recompute it
-    from reference.init import init_tensors
-    from verify.numerics.model import forward_backward
+    from gpt2_verify.reference.init import init_tensors
+    from gpt2_verify.verify.numerics.model import forward_backward
 
     data = sources.markov_tokens(vocab=16, alpha=0.1, seed=0, train_tokens=4000, val_tokens=4096)
     x, y = sources.batch(data.train, 0, batch_size=2, seq=8)
@@ -179,7 +178,7 @@ def test_resume_after_an_interruption_redoes_nothing_finished(tmp_path):
 def test_progress_names_the_run_step_and_loss(tmp_path, monkeypatch):
     import io
 
-    from verify import progress
+    from gpt2_verify.verify import progress
 
     s, data = _settings(seeds=(0,))
     stream = io.StringIO()
@@ -260,7 +259,7 @@ def test_plot_without_matplotlib_is_one_line(tmp_path):
 
 
 def test_llmc_token_shards(tmp_path):
-    from verify.formats.tokens import write_shard
+    from gpt2_verify.verify.formats.tokens import write_shard
 
     data = sources.markov_tokens(vocab=16, alpha=0.1, seed=5, train_tokens=3000, val_tokens=600)
     write_shard(tmp_path / "train.bin", data.train)

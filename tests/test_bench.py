@@ -17,10 +17,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from reference.config import GPTConfig
-from verify import bench as B
-from verify.cli import main
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.verify import bench as B
+from gpt2_verify.verify.cli import main
 
 torch = pytest.importorskip("torch")
 
@@ -50,10 +49,9 @@ def _hand_count(L, C, Vp, Bsz, T):
 @pytest.mark.parametrize("cfg,Bsz,T", [(TINY_CFG, 2, 16), (GPTConfig(1, 8, 1, vocab=50, max_seq_len=4), 3, 1),
                                        (GPTConfig(3, 24, 4, vocab=300, max_seq_len=32), 1, 32)])
 def test_flops_equal_torch_flop_counter(cfg, Bsz, T):
+    from gpt2_verify.reference.init import init_tensors
+    from gpt2_verify.verify.numerics.model import TorchModel, random_tokens
     from torch.utils.flop_counter import FlopCounterMode
-
-    from reference.init import init_tensors
-    from verify.numerics.model import TorchModel, random_tokens
 
     model = TorchModel(cfg, init_tensors(cfg, 42, "llmc"), dtype="float32")
     x, y = random_tokens(cfg, batch=Bsz, seq=T, seed=1)

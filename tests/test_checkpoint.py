@@ -7,11 +7,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
-from reference.config import GPTConfig, parameter_table
-from verify.errors import InputError
-from verify.formats.checkpoint import (
+from gpt2_verify.reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
+from gpt2_verify.reference.config import GPTConfig, parameter_table
+from gpt2_verify.verify.errors import InputError
+from gpt2_verify.verify.formats.checkpoint import (
     HEADER_BYTES,
     MAGIC,
     check_finite,

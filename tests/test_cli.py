@@ -10,12 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.init import init_params
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.formats.checkpoint import header_bytes, open_checkpoint
 
-from reference.config import GPTConfig
-from reference.init import init_params
 from tests.known import LLMC_SHA256
-from verify.cli import main
-from verify.formats.checkpoint import header_bytes, open_checkpoint
 
 SMALL = ["--layers", "2", "--channels", "64", "--heads", "4"]
 
@@ -138,7 +138,7 @@ def test_golden_check_command(capsys):
 
 
 def test_python_dash_m_and_console_script_exit_codes(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "verify", "stats", str(tmp_path / "none.bin")],
+    res = subprocess.run([sys.executable, "-m", "gpt2_verify", "stats", str(tmp_path / "none.bin")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "none.bin" in res.stderr and "Traceback" not in res.stderr
 

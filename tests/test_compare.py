@@ -15,15 +15,15 @@ import sys
 
 import numpy as np
 import pytest
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.init import init_params, init_tensors
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.compare import compare
+from gpt2_verify.verify.formats.checkpoint import write_checkpoint_array
+from gpt2_verify.verify.formats.model import model_from_mapping, open_model
 
-from reference.config import GPTConfig
-from reference.init import init_params, init_tensors
 from tests import peers
 from tests.known import SMALL
-from verify.cli import main
-from verify.compare import compare
-from verify.formats.checkpoint import write_checkpoint_array
-from verify.formats.model import model_from_mapping, open_model
 
 torch = pytest.importorskip("torch")
 L6 = GPTConfig(6, 32, 4, vocab=300, max_seq_len=32)  # L=6: the two profiles' residual std differ by 1 ulp
@@ -83,7 +83,7 @@ def test_bf16_checkpoint_is_exact(tmp_path):
 PEER_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 from tests import peers
 cfg = GPTConfig(*{fields!r})
 torch.save(peers.train_gpt2_py(cfg), {out!r})
@@ -269,7 +269,7 @@ def test_missing_and_extra_tensors(tmp_path):
 
 def _hf_keys(cfg):
     """The reference init under train_gpt2.py's (nanoGPT's) key names."""
-    from verify.formats.layouts import state_dict_key
+    from gpt2_verify.verify.formats.layouts import state_dict_key
     t = init_tensors(cfg, 42)
     out = {}
     for spec in cfg.tensors():
@@ -360,7 +360,7 @@ def test_malicious_pickle_is_not_executed(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_gpt2_py_d12_is_close(tmp_path):
-    from reference.config import from_descriptor
+    from gpt2_verify.reference.config import from_descriptor
     cfg = from_descriptor("d12")
     path = _train_gpt2_py_file(tmp_path, GPTConfig(cfg.layers, cfg.channels, cfg.heads, cfg.vocab,
                                                     cfg.padded_vocab, cfg.max_seq_len), scalar=False)

@@ -14,17 +14,17 @@ import math
 
 import numpy as np
 import pytest
+from gpt2_verify.reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.init import init_tensors
+from gpt2_verify.reference.mt19937 import MT19937
+from gpt2_verify.reference.normal import normal_array
+from gpt2_verify.reference.schemes import SCHEMES
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.compare import compare
+from gpt2_verify.verify.formats.checkpoint import write_checkpoint_array
+from gpt2_verify.verify.formats.model import model_from_mapping, open_model
 
-from reference.config import GPTConfig, parameter_table
-from reference.init import init_tensors
-from reference.mt19937 import MT19937
-from reference.normal import normal_array
-from reference.schemes import SCHEMES
 from tests.known import FAMILY_FPR
-from verify.cli import main
-from verify.compare import compare
-from verify.formats.checkpoint import write_checkpoint_array
-from verify.formats.model import model_from_mapping, open_model
 
 torch = pytest.importorskip("torch")
 
@@ -354,8 +354,8 @@ def _xavier_uniform(cfg: GPTConfig, seed: int, *, wte_fan_out=None) -> dict[str,
 
 
 def test_fuzz_a_xavier_uniform_initializer():
-    from verify.compare.candidate import Candidate
-    from verify.compare.fuzz import fuzz
+    from gpt2_verify.verify.compare.candidate import Candidate
+    from gpt2_verify.verify.compare.fuzz import fuzz
 
     fast = dict(max_params=5_000, derandomize=True, scheme="xavier-uniform")
     result = fuzz(Candidate(function=_xavier_uniform), examples=15, **fast)

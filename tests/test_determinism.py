@@ -21,9 +21,9 @@ SCRIPT = r"""
 import hashlib, json
 import numpy as np
 from numpy._core._multiarray_umath import __cpu_features__ as feats
-from reference import boxmuller_tables as T
-from reference.config import GPTConfig
-from reference.init import iter_params
+from gpt2_verify.reference import boxmuller_tables as T
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.init import iter_params
 out = {"features": {k: bool(feats.get(k)) for k in ("X86_V3", "X86_V4", "AVX512_SKX")}}
 for name in ("radius_eps", "radius", "sincos"):
     out[name] = hashlib.sha256(T.table(name).tobytes()).hexdigest()

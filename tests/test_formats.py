@@ -10,13 +10,12 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
-from reference.config import GPTConfig
-from reference.init import init_tensors
-from verify.errors import InputError
-from verify.formats.layouts import state_dict_key
-from verify.formats.model import detect_format, model_from_mapping, open_model
+from gpt2_verify.reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.init import init_tensors
+from gpt2_verify.verify.errors import InputError
+from gpt2_verify.verify.formats.layouts import state_dict_key
+from gpt2_verify.verify.formats.model import detect_format, model_from_mapping, open_model
 
 torch = pytest.importorskip("torch")
 CFG = GPTConfig(2, 16, 2, vocab=100, max_seq_len=8)  # Vp 128
@@ -142,7 +141,7 @@ def test_hugging_face_directory(tmp_path):
 
 
 def test_checkpoint_reads_stream(tmp_path):
-    from verify.formats.checkpoint import write_checkpoint_array
+    from gpt2_verify.verify.formats.checkpoint import write_checkpoint_array
     flat = np.concatenate([REF[s.name].reshape(-1) for s in CFG.tensors()])
     write_checkpoint_array(tmp_path / "m.bin", CFG, flat, "bf16")
     model = open_model(tmp_path / "m.bin")
@@ -269,7 +268,7 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["huge-header", "malicious-pickle", "truncated-zip", "npz-object"])
 def test_bad_input_cli_exit_2(tmp_path, capsys, kind):
-    from verify.cli import main
+    from gpt2_verify.verify.cli import main
     path, text = _bad(tmp_path, kind)
     assert main(["compare", str(path)]) == 2
     err = capsys.readouterr().err.strip()

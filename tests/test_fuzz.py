@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.compare.candidate import Candidate, check_template, run_candidate
+from gpt2_verify.verify.compare.fuzz import fuzz
+from gpt2_verify.verify.errors import InputError
 
 from tests import candidates
-from verify.cli import main
-from verify.compare.candidate import Candidate, check_template, run_candidate
-from verify.compare.fuzz import fuzz
-from verify.errors import InputError
 
 FAST = dict(max_params=5_000, derandomize=True)
 
@@ -69,7 +69,7 @@ def test_command_that_writes_nothing(tmp_path):
 
 
 def candidates_cfg():
-    from reference.config import GPTConfig
+    from gpt2_verify.reference.config import GPTConfig
     return GPTConfig(1, 4, 2, vocab=10, max_seq_len=4)
 
 
@@ -223,7 +223,7 @@ def test_pytest_helper(gpt2_fuzz):
 
 
 def test_pytest_helper_with_a_scheme(gpt2_fuzz):
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     def xavier(cfg, seed):
         return init_tensors(cfg, seed, scheme="xavier-uniform", overrides=["wpe.std=0.01"])
@@ -269,9 +269,8 @@ def test_adapter_file_crash_is_reported_and_reproduced(tmp_path, capsys, monkeyp
 
 
 def test_candidate_forms_and_seed_strategy():
+    from gpt2_verify.verify.compare.candidate import as_candidate
     from hypothesis import strategies as st
-
-    from verify.compare.candidate import as_candidate
     assert as_candidate("tests.candidates:correct").adapter == "tests.candidates:correct"
     assert as_candidate("./init -o {out}").cmd == "./init -o {out}"
     assert as_candidate(candidates.correct, timeout=3).function is candidates.correct
@@ -299,7 +298,7 @@ def test_failure_json_counts_shrinking():
 USER_TEST = """
 import numpy as np
 
-from reference.init import init_tensors
+from gpt2_verify.reference.init import init_tensors
 
 
 def good_init(config, seed):

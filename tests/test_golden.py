@@ -6,8 +6,7 @@ import copy
 import json
 
 import pytest
-
-from verify import golden
+from gpt2_verify.verify import golden
 
 
 @pytest.mark.parametrize("name", golden.DEFAULT)
@@ -54,7 +53,7 @@ def test_diff_reports_every_mismatch():
 
 
 def test_every_scheme_has_golden_records_that_differ():
-    from reference.schemes import SCHEMES
+    from gpt2_verify.reference.schemes import SCHEMES
 
     for label in golden.SCHEME_CONFIGS:
         sums = {}

@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from reference.config import RANDOM_TENSORS, RESIDUAL_TENSORS, TENSOR_NAMES, GPTConfig  # noqa: E402
-from reference.init import init_tensors  # noqa: E402
-from verify.numerics import gradflow as G  # noqa: E402
-from verify.numerics.model import ADAMW, forward_backward, random_tokens, train_steps  # noqa: E402
+from gpt2_verify.reference.config import RANDOM_TENSORS, RESIDUAL_TENSORS, TENSOR_NAMES, GPTConfig  # noqa: E402
+from gpt2_verify.reference.init import init_tensors  # noqa: E402
+from gpt2_verify.verify.numerics import gradflow as G  # noqa: E402
+from gpt2_verify.verify.numerics.model import ADAMW, forward_backward, random_tokens, train_steps  # noqa: E402
 
 SMALL = GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)  # as tests/known.py SMALL
 DEEP = GPTConfig(8, 64, 4, vocab=1000, max_seq_len=64)
@@ -427,7 +427,7 @@ CLI_CFG = ["--layers", "2", "--channels", "32", "--heads", "2", "--vocab", "100"
 
 
 def _cli(capsys, *argv):
-    from verify.cli import main
+    from gpt2_verify.verify.cli import main
 
     rc = main(["gradflow", *CLI_CFG, *argv])
     out = capsys.readouterr()
@@ -475,7 +475,7 @@ def test_cli_candidate_npz_with_2x_gradient(tmp_path, capsys):
 
 
 def test_cli_debug_state(tmp_path, capsys):
-    ds = pytest.importorskip("verify.formats.debug_state")
+    ds = pytest.importorskip("gpt2_verify.verify.formats.debug_state")
     cfg = GPTConfig(2, 32, 2, vocab=100, max_seq_len=16)
     params = init_tensors(cfg, 42)
     x, y = random_tokens(cfg, batch=2, seq=8, seed=5)
@@ -507,7 +507,7 @@ def test_cli_debug_state(tmp_path, capsys):
 
 
 def _cli_raw(capsys, *argv):
-    from verify.cli import main
+    from gpt2_verify.verify.cli import main
 
     rc = main(list(argv))
     out = capsys.readouterr()
@@ -526,7 +526,7 @@ def test_cli_bad_input(capsys, argv, needle):
 
 @pytest.mark.slow
 def test_fp32_path_d12_within_fp32_table():
-    from reference.config import from_descriptor
+    from gpt2_verify.reference.config import from_descriptor
 
     cfg = from_descriptor("d12")
     params = init_tensors(cfg, 42)

@@ -9,13 +9,18 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from reference.config import GPTConfig
-from verify.cli import main
-from verify.errors import InputError
-from verify.formats.checkpoint import read_header, write_checkpoint_array
-from verify.formats.debug_state import read_debug_state, write_debug_state
-from verify.formats.tokens import read_shard, read_tokenizer, synthetic_pieces, write_shard, write_tokenizer
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.errors import InputError
+from gpt2_verify.verify.formats.checkpoint import read_header, write_checkpoint_array
+from gpt2_verify.verify.formats.debug_state import read_debug_state, write_debug_state
+from gpt2_verify.verify.formats.tokens import (
+    read_shard,
+    read_tokenizer,
+    synthetic_pieces,
+    write_shard,
+    write_tokenizer,
+)
 
 CFG = GPTConfig(1, 8, 2, vocab=50, max_seq_len=16)  # Vp 128: wte has 78 padded rows
 B, T = 2, 5
@@ -278,7 +283,7 @@ def test_debug_state_from_a_model_file_matches_an_independent_forward(tmp_path):
     """--model FILE: the file's weights as they are; logits and loss checked against the plain
     numpy forward (verify/numerics/numpy_forward.py, written separately from the judge)."""
     pytest.importorskip("torch")
-    from verify.numerics.numpy_forward import forward
+    from gpt2_verify.verify.numerics.numpy_forward import forward
 
     cfg = GPTConfig(2, 16, 2, vocab=70, max_seq_len=12)
     rng = np.random.default_rng(5)

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from reference.config import TENSOR_NAMES, GPTConfig
-from verify.cli import main
-from verify.llmc import harness as H
+from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig
+from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.llmc import harness as H
 
 pytest.importorskip("torch")
 CFG = GPTConfig(1, 8, 2, vocab=50, max_seq_len=64)
@@ -187,9 +186,9 @@ FAKE_TEST = """
 import os, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from verify.formats.checkpoint import open_checkpoint
-from verify.formats.debug_state import read_debug_state
-from verify.numerics.model import ADAMW, forward_backward, train_steps
+from gpt2_verify.verify.formats.checkpoint import open_checkpoint
+from gpt2_verify.verify.formats.debug_state import read_debug_state
+from gpt2_verify.verify.numerics.model import ADAMW, forward_backward, train_steps
 SCALE, DRIFT, FLIP = {scale}, {drift}, {flip}
 with open_checkpoint("gpt2_124M.bin") as ck:
     cfg = ck.config
@@ -220,9 +219,9 @@ FAKE_TRAIN = """
 import sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from verify.formats.checkpoint import open_checkpoint
-from verify.formats.tokens import read_shard
-from verify.numerics.model import ADAMW, train_steps
+from gpt2_verify.verify.formats.checkpoint import open_checkpoint
+from gpt2_verify.verify.formats.tokens import read_shard
+from gpt2_verify.verify.numerics.model import ADAMW, train_steps
 with open_checkpoint("gpt2_124M.bin") as ck:
     cfg = ck.config
     params = {{s.name: np.array(ck.tensor(s.name)) for s in cfg.tensors()}}

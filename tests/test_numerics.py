@@ -19,10 +19,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from reference.config import RANDOM_TENSORS, TENSOR_NAMES, GPTConfig, parameter_table  # noqa: E402
-from reference.init import init_tensors  # noqa: E402
-from verify.numerics import numpy_forward  # noqa: E402
-from verify.numerics.model import (  # noqa: E402
+from gpt2_verify.reference.config import RANDOM_TENSORS, TENSOR_NAMES, GPTConfig, parameter_table  # noqa: E402
+from gpt2_verify.reference.init import init_tensors  # noqa: E402
+from gpt2_verify.verify.numerics import numpy_forward  # noqa: E402
+from gpt2_verify.verify.numerics.model import (  # noqa: E402
     ADAMW,
     AdamW,
     TorchModel,

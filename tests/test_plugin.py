@@ -41,8 +41,8 @@ def test_project_with_its_own_verify_and_reference_packages(tmp_path):
 
 def test_reference_fixture_takes_schemes_and_caches(gpt2_reference):
     import numpy as np
+    from gpt2_verify.reference.init import init_tensors
 
-    from reference.init import init_tensors
     from tests.known import SMALL
 
     ref = gpt2_reference(SMALL, 7, scheme="xavier-uniform", overrides=["wpe.std=0.01"])

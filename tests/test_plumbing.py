@@ -6,12 +6,11 @@ import io
 
 import numpy as np
 import pytest
-
-from reference import boxmuller_tables, parallel
-from reference.config import GPTConfig
-from reference.init import init_params
-from verify.pipeline import background
-from verify.progress import Progress
+from gpt2_verify.reference import boxmuller_tables, parallel
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.init import init_params
+from gpt2_verify.verify.pipeline import background
+from gpt2_verify.verify.progress import Progress
 
 
 class _Tty(io.StringIO):
@@ -73,7 +72,7 @@ def test_corrupt_table_cache_is_rebuilt(tmp_path, monkeypatch):
 def test_atomic_output_gets_the_mode_open_would_give(tmp_path):
     import os
 
-    from verify.atomic import write_text_atomic
+    from gpt2_verify.verify.atomic import write_text_atomic
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")

@@ -18,26 +18,26 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from gpt2_verify.reference import boxmuller_tables as tables
+from gpt2_verify.reference.config import ONES_TENSORS as ONES
+from gpt2_verify.reference.config import RANDOM_TENSORS as RANDOM
+from gpt2_verify.reference.config import RESIDUAL_TENSORS as RESIDUAL
+from gpt2_verify.reference.config import ZERO_TENSORS as ZEROS
+from gpt2_verify.reference.config import GPTConfig, draw_order, from_descriptor, parameter_table
+from gpt2_verify.reference.init import init_params, init_std, init_tensors
+from gpt2_verify.reference.mt19937 import MT19937
+from gpt2_verify.reference.normal import draws_needed, normal_array
+from gpt2_verify.verify.stats import bonferroni, check_constant, check_normal
+from gpt2_verify.verify.strategies import gpt2_configs, llmc_descriptors, profiles, seeds
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 
-from reference import boxmuller_tables as tables
-from reference.config import ONES_TENSORS as ONES
-from reference.config import RANDOM_TENSORS as RANDOM
-from reference.config import RESIDUAL_TENSORS as RESIDUAL
-from reference.config import ZERO_TENSORS as ZEROS
-from reference.config import GPTConfig, draw_order, from_descriptor, parameter_table
-from reference.init import init_params, init_std, init_tensors
-from reference.mt19937 import MT19937
-from reference.normal import draws_needed, normal_array
 from tests.conftest import config_kwargs
 from tests.known import FAMILY_FPR
-from verify.stats import bonferroni, check_constant, check_normal
-from verify.strategies import gpt2_configs, llmc_descriptors, profiles, seeds
 
 CFG = config_kwargs()
 configs = gpt2_configs(**CFG)
-HAVE_CHECKPOINT = importlib.util.find_spec("verify.formats.checkpoint") is not None
+HAVE_CHECKPOINT = importlib.util.find_spec("gpt2_verify.verify.formats.checkpoint") is not None
 
 
 def closed_form(cfg: GPTConfig, vocab_rows: int) -> int:
@@ -117,7 +117,7 @@ def test_tensor_shapes_and_checkpoint_size(cfg, seed, profile):
                               flat[spec.offset:spec.offset + spec.numel])
     if not HAVE_CHECKPOINT:
         return
-    from verify.formats.checkpoint import write_checkpoint_array
+    from gpt2_verify.verify.formats.checkpoint import write_checkpoint_array
     with tempfile.TemporaryDirectory() as tmp:
         for dtype, itemsize in (("fp32", 4), ("bf16", 2)):
             path = os.path.join(tmp, f"model-{dtype}.bin")
@@ -464,12 +464,12 @@ def test_bf16_of_generated_values(cfg, seed, profile):
     for i in np.linspace(0, flat.size - 1, num=min(flat.size, 64)).astype(int):
         assert want[i] == bf16_oracle(int(flat.view(np.uint32)[i]))
     if importlib.util.find_spec("reference.bf16") is not None:
-        from reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
+        from gpt2_verify.reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
         assert np.array_equal(f32_to_bf16_bits(flat), want)
         assert np.array_equal(bf16_bits_to_f32(want).view(np.uint32),
                               want.astype(np.uint32) << 16)
     if HAVE_CHECKPOINT:
-        from verify.formats.checkpoint import write_checkpoint_array
+        from gpt2_verify.verify.formats.checkpoint import write_checkpoint_array
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.bin")
             write_checkpoint_array(path, cfg, flat, "bf16")

@@ -14,12 +14,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from gpt2_verify.reference import exact, glibc_libm
+from gpt2_verify.reference.config import GPTConfig, from_descriptor
+from gpt2_verify.reference.init import init_params, init_std, iter_params
+from gpt2_verify.reference.mt19937 import MT19937, init_genrand
+from gpt2_verify.reference.normal import normal_array
 
-from reference import exact, glibc_libm
-from reference.config import GPTConfig, from_descriptor
-from reference.init import init_params, init_std, iter_params
-from reference.mt19937 import MT19937, init_genrand
-from reference.normal import normal_array
 from tests.known import LLMC_DESCRIPTOR_SHA256, LLMC_LARGE_SHA256, LLMC_SHA256
 
 # ---- mt19937 --------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_residual_std_rounding_differs_between_profiles_for_some_L():
 
 @pytest.mark.parametrize("desc", list(LLMC_LARGE_SHA256))
 def test_golden_records_of_large_models_agree_with_llmc(desc):
-    from verify import golden
+    from gpt2_verify.verify import golden
 
     assert golden.load(desc)["profiles"]["llmc"]["sha256_fp32"] == LLMC_LARGE_SHA256[desc]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.verify.cli import main
 
-from reference.config import GPTConfig
 from tests.known import SMALL
-from verify.cli import main
 
 pytest.importorskip("matplotlib")
 
@@ -226,7 +226,7 @@ def _bench_record() -> dict:
 
 
 def _llmc_record(cfg: GPTConfig) -> dict:
-    from verify.llmc.harness import Check, HarnessReport
+    from gpt2_verify.verify.llmc.harness import Check, HarnessReport
 
     checks = [
         Check("build/test_gpt2", "logits", 4.3e-6, 9.6e-5, True, "OK"),
@@ -316,7 +316,7 @@ def report(inputs):
 
 
 def test_streamed_histogram_equals_np_histogram():
-    from verify.report.stream import StreamHistogram
+    from gpt2_verify.verify.report.stream import StreamHistogram
 
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(0, 0.02, 100_003), [0.5, -0.7, 0.12, -0.12]]).astype(np.float32)
@@ -337,9 +337,9 @@ def test_streamed_histogram_equals_np_histogram():
 def test_scan_model_matches_whole_arrays(inputs):
     """Chunks of 1000 values straddle layers and wte's padded rows: every statistic equals the
     one computed from the whole tensor with numpy."""
-    from reference.schemes import resolve
-    from verify.formats.model import open_model
-    from verify.report.stream import scan_model
+    from gpt2_verify.reference.schemes import resolve
+    from gpt2_verify.verify.formats.model import open_model
+    from gpt2_verify.verify.report.stream import scan_model
 
     cfg = inputs["cfg"]
     with open_model(inputs["bug"]) as m:
@@ -431,7 +431,7 @@ def test_compare_table_matches_the_json(inputs, report):
 
 def test_init_table_from_the_checkpoint(inputs, report):
     """std per tensor against numpy on the whole checkpoint; constant parts marked exact or not."""
-    from verify.formats.model import open_model
+    from gpt2_verify.verify.formats.model import open_model
 
     rows = {r["tensor"]: r for r in table_with(report["page"], "std / expected")}
     with open_model(inputs["bug"]) as m:
@@ -474,7 +474,7 @@ def test_other_tables_match_their_json(inputs, report):
 
 
 def test_bench_fixture_is_schema_valid():
-    from verify.bench import validate_record
+    from gpt2_verify.verify.bench import validate_record
 
     assert len(validate_record(_bench_record(), "fixture")) == 3
 
@@ -573,8 +573,8 @@ def test_renders_in_a_headless_browser(report, tmp_path):
 
 def test_stats_record_against_the_schemes_moments(tmp_path):
     # a checkpoint with attprojw scaled by 3: the stats record's table says 3x where it is
-    from reference.init import init_tensors
-    from verify.formats.checkpoint import write_checkpoint
+    from gpt2_verify.reference.init import init_tensors
+    from gpt2_verify.verify.formats.checkpoint import write_checkpoint
 
     cfg = GPTConfig(2, 32, 2, vocab=100, max_seq_len=16)  # Vp 128: wte's expected std includes 28 zero rows
     t = init_tensors(cfg, 3)

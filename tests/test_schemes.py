@@ -13,22 +13,22 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from reference.config import TENSOR_NAMES, GPTConfig, draw_order, parameter_table
-from reference.init import _truncnormal, _uniform, init_params, init_tensors
-from reference.mt19937 import MT19937
-from reference.normal import normal_array
-from reference.schemes import (
+from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig, draw_order, parameter_table
+from gpt2_verify.reference.init import _truncnormal, _uniform, init_params, init_tensors
+from gpt2_verify.reference.mt19937 import MT19937
+from gpt2_verify.reference.normal import normal_array
+from gpt2_verify.reference.schemes import (
     SCHEMES,
     Law,
     parse_override,
     resolve,
     truncnormal_variance,
 )
+from gpt2_verify.verify.strategies import gpt2_configs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.known import LLMC_UNIFORM_SHA256, SEED, SMALL
-from verify.strategies import gpt2_configs
 
 # ---- the draws against torch.nn.init ----------------------------------------------------------
 
@@ -349,8 +349,8 @@ CUSTOM = ["--layers", "2", "--channels", "16", "--heads", "2", "--vocab", "100",
 
 
 def test_cli_init_and_checksum_with_a_scheme(tmp_path, capsys):
-    from verify.cli import main
-    from verify.formats.checkpoint import open_checkpoint
+    from gpt2_verify.verify.cli import main
+    from gpt2_verify.verify.formats.checkpoint import open_checkpoint
 
     out = tmp_path / "x.bin"
     assert main(["init", *CUSTOM, "--scheme", "xavier-uniform", "--set", "wpe.std=0.5", "-o", str(out)]) == 0
@@ -365,7 +365,7 @@ def test_cli_init_and_checksum_with_a_scheme(tmp_path, capsys):
 
 
 def test_cli_params_law_table(capsys):
-    from verify.cli import main
+    from gpt2_verify.verify.cli import main
 
     assert main(["params", *CUSTOM, "--scheme", "olmo-mitchell", "--json", "-"]) == 0
     table = json.loads(capsys.readouterr().out)
@@ -387,7 +387,7 @@ def test_cli_params_law_table(capsys):
     (["--scheme", "xavier"], "invalid choice: 'xavier'"),
 ])
 def test_cli_scheme_errors_are_one_line(argv, match, capsys, tmp_path):
-    from verify.cli import main
+    from gpt2_verify.verify.cli import main
 
     assert main(["init", *CUSTOM, *argv, "-o", str(tmp_path / "x.bin")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -398,7 +398,7 @@ def test_cli_scheme_errors_are_one_line(argv, match, capsys, tmp_path):
 # ---- every tensor passes its law (Hypothesis over configs, seeds and schemes) -----------------
 
 def _check(values, law, fpr):
-    from verify import stats
+    from gpt2_verify.verify import stats
 
     if law.kind == "normal":
         return stats.check_normal(values, law.std, fpr=fpr)

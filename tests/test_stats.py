@@ -7,10 +7,8 @@ import math
 
 import numpy as np
 import pytest
-
-from tests.util import failing, round_bits, to_bf16
-from verify import stats
-from verify.stats import (
+from gpt2_verify.verify import stats
+from gpt2_verify.verify.stats import (
     bonferroni,
     check_constant,
     check_normal,
@@ -18,6 +16,8 @@ from verify.stats import (
     normal_isf,
     normal_quantile,
 )
+
+from tests.util import failing, round_bits, to_bf16
 
 STD = 0.02
 

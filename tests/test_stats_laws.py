@@ -9,10 +9,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-from tests.util import failing, round_bits, to_bf16
-from verify import stats
-from verify.stats import (
+from gpt2_verify.verify import stats
+from gpt2_verify.verify.stats import (
     LawCheck,
     NormalCheck,
     check_normal,
@@ -20,6 +18,8 @@ from verify.stats import (
     check_uniform,
     truncnormal_variance,
 )
+
+from tests.util import failing, round_bits, to_bf16
 
 A = 0.02 * math.sqrt(3.0)  # a uniform with std 0.02
 STD = 0.02

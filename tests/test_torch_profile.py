@@ -16,11 +16,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from reference.config import GPTConfig, from_descriptor
-from reference.init import init_params
-from reference.mt19937 import MT19937
-from reference.normal import normal_array
+from gpt2_verify.reference.config import GPTConfig, from_descriptor
+from gpt2_verify.reference.init import init_params
+from gpt2_verify.reference.mt19937 import MT19937
+from gpt2_verify.reference.normal import normal_array
 
 torch = pytest.importorskip("torch")
 

@@ -1,3 +1,3 @@
-"""gpt2-verify: checks, formats, CLI."""
+"""gpt2-verify: formats, comparators, numerics, the llm.c harness, experiments, report and CLI."""
 
-__version__ = "0.1.0"
+from gpt2_verify import __version__  # noqa: F401  (one version, the import root's)

@@ -91,8 +91,7 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
-
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 from . import __version__
 from .errors import InputError
@@ -336,7 +335,7 @@ def _warm_torch_cpu() -> None:
     global _TORCH_CPU_WARM
     if _TORCH_CPU_WARM:
         return
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     from .numerics.model import ADAMW, TorchModel, random_tokens
 
@@ -356,8 +355,7 @@ def bench_reference(cfg: GPTConfig, *, batch: int, seq: int, device: str = "cpu"
     "cuda": bf16 autocast) and return one row. params: the 16 tensors (default: the reference
     init, init_tensors(cfg, seed, profile)). peak: overrides the table lookup."""
     import torch
-
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     from .numerics.model import ADAMW, TorchModel, random_tokens
 

@@ -13,9 +13,8 @@ import hashlib
 from typing import Iterable
 
 import numpy as np
-
-from reference.bf16 import f32_to_bf16_bits
-from reference.config import TensorSpec
+from gpt2_verify.reference.bf16 import f32_to_bf16_bits
+from gpt2_verify.reference.config import TensorSpec
 
 STATS_SCHEMA = "gpt2-verify/stats/1"  # `gpt2-verify stats FILE --json`
 

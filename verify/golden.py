@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from importlib import resources
 from pathlib import Path
 
-import golden as golden_pkg
-from reference.config import GPTConfig, from_descriptor
-from reference.init import iter_params
-from reference.normal import PROFILES
-from reference.schemes import DEFAULT_SCHEME, SCHEMES
+from gpt2_verify.reference.config import GPTConfig, from_descriptor
+from gpt2_verify.reference.init import iter_params
+from gpt2_verify.reference.normal import PROFILES
+from gpt2_verify.reference.schemes import DEFAULT_SCHEME, SCHEMES
 
 from . import __version__
 from .atomic import write_text_atomic
@@ -61,7 +62,10 @@ DEFAULT = [n for n in GOLDEN if n not in ("d36", "d48")]
 
 
 def golden_path(name: str) -> Path:
-    return golden_pkg.path(f"{name}.json")
+    """The record's file in the installed `gpt2_verify.golden` package (importlib.resources).
+    The package ships as plain files (wheel or editable install), so this is a real path that
+    `golden write` can replace atomically."""
+    return Path(os.fspath(resources.files("gpt2_verify.golden") / f"{name}.json"))
 
 
 def resolve(names: list[str] | None, *, all_: bool = False) -> list[str]:

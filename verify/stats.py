@@ -77,8 +77,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import numpy as np
-
-from reference.schemes import truncnormal_moments as _tn_moments
+from gpt2_verify.reference.schemes import truncnormal_moments as _tn_moments
 
 __all__ = [
     "NormalCheck", "LawCheck", "ConstantCheck", "SubTest", "check_normal", "check_uniform",

@@ -5,7 +5,7 @@ validates them eagerly (raising :class:`hypothesis.errors.InvalidArgument` with 
 says how to fix the call) and returns a :class:`~hypothesis.strategies.SearchStrategy`.
 
     from hypothesis import given
-    from verify.strategies import gpt2_configs, seeds, profiles
+    from gpt2_verify.verify.strategies import gpt2_configs, seeds, profiles
 
     @given(cfg=gpt2_configs(), seed=seeds(), profile=profiles())
     def test_something(cfg, seed, profile):
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import math
 
+from gpt2_verify.reference.config import GPT2_DEPTHS, GPTConfig, descriptor_names, round_up
+from gpt2_verify.reference.mt19937 import MAX_SEED
+from gpt2_verify.reference.normal import PROFILES
 from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
-
-from reference.config import GPT2_DEPTHS, GPTConfig, descriptor_names, round_up
-from reference.mt19937 import MAX_SEED
-from reference.normal import PROFILES
 
 __all__ = [
     "DEFAULT_MAX_PARAMS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reference.config import ConfigError
+from gpt2_verify.reference.config import ConfigError
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 from ..errors import EXIT_OK, InputError
 from .common import add_config_args, check_seed, config_from_args, emit_json

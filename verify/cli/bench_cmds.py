@@ -26,7 +26,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def _configs(args) -> list:
-    from reference.config import ConfigError, from_descriptor
+    from gpt2_verify.reference.config import ConfigError, from_descriptor
 
     cfgs = []
     for name in (args.configs.split(",") if args.configs else []):

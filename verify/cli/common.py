@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from reference.config import GPTConfig, descriptor_names, from_descriptor
-from reference.mt19937 import MAX_SEED
-from reference.normal import PROFILES
+from gpt2_verify.reference.config import GPTConfig, descriptor_names, from_descriptor
+from gpt2_verify.reference.mt19937 import MAX_SEED
+from gpt2_verify.reference.normal import PROFILES
 
 from ..atomic import write_text_atomic
 from ..errors import InputError
@@ -40,7 +40,7 @@ def add_config_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
 
 
 def add_scheme_args(p: argparse.ArgumentParser) -> None:
-    from reference.schemes import DEFAULT_SCHEME, SCHEMES
+    from gpt2_verify.reference.schemes import DEFAULT_SCHEME, SCHEMES
 
     p.add_argument("--scheme", choices=list(SCHEMES), default=DEFAULT_SCHEME,
                    help=f"init scheme (default {DEFAULT_SCHEME}, llm.c's); `gpt2-verify params --scheme S` "
@@ -53,7 +53,7 @@ def add_scheme_args(p: argparse.ArgumentParser) -> None:
 
 def scheme_from_args(args, cfg: GPTConfig):
     """The resolved scheme (reference.schemes.SchemeInit) of --scheme/--set/--profile."""
-    from reference.schemes import resolve
+    from gpt2_verify.reference.schemes import resolve
 
     try:
         return resolve(args.scheme, cfg, profile=args.profile, overrides=args.overrides)

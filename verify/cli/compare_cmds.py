@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from reference.config import LLMC_VOCAB, ConfigError, GPTConfig, from_descriptor
-from reference.normal import PROFILES
+from gpt2_verify.reference.config import LLMC_VOCAB, ConfigError, GPTConfig, from_descriptor
+from gpt2_verify.reference.normal import PROFILES
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from .common import add_scheme_args, check_seed, emit_json, scheme_from_args

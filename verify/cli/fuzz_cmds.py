@@ -3,7 +3,7 @@ verify.compare.fuzz)."""
 
 from __future__ import annotations
 
-from reference.normal import PROFILES
+from gpt2_verify.reference.normal import PROFILES
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from .common import add_scheme_args, emit_json

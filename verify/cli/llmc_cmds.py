@@ -13,7 +13,7 @@ from .common import add_config_args, check_seed, config_from_args, emit_json
 def _model(args):
     """(config, weights or None for the probe/plain init, weights label). --model is a checkpoint
     file (its weights are used as they are) or a descriptor."""
-    from reference.config import ConfigError, GPTConfig, from_descriptor
+    from gpt2_verify.reference.config import ConfigError, GPTConfig, from_descriptor
 
     if args.model is not None:
         if args.descriptor is not None or args.layers is not None:

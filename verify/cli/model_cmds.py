@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
-from reference.init import iter_params
+from gpt2_verify.reference.init import iter_params
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
 from ..pipeline import background
@@ -70,7 +69,7 @@ def cmd_checksum(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from reference.bf16 import bf16_bits_to_f32
+    from gpt2_verify.reference.bf16 import bf16_bits_to_f32
 
     from ..digest import digest_stream
     from ..formats.checkpoint import open_checkpoint

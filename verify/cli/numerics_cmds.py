@@ -82,7 +82,7 @@ def _load_model(args):
             info = {"source": str(args.model), "format": mf.format, "seed": None, "profile": None}
         params["wte"] = _pad_wte(cfg, params["wte"], args.model)
         return cfg, params, info
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     cfg = config_from_args(args)
     check_seed(args.seed)
@@ -283,7 +283,7 @@ def _print_sweep(sw) -> None:
 
 
 def register(sub) -> None:
-    from reference.schemes import SCHEMES
+    from gpt2_verify.reference.schemes import SCHEMES
 
     from ..numerics.gradflow import SWEEP_INITS, TOLERANCES
 

@@ -33,7 +33,7 @@ def cmd_report(args) -> int:
 
 
 def register(sub) -> None:
-    from reference.schemes import DEFAULT_SCHEME, SCHEMES
+    from gpt2_verify.reference.schemes import DEFAULT_SCHEME, SCHEMES
 
     p = sub.add_parser("report", help="one self-contained HTML report from model files and JSON records")
     p.add_argument(

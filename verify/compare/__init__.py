@@ -1,8 +1,8 @@
 """Grade anyone's initialized GPT-2 weights against the reference of any init scheme (exact /
 close / distribution / mismatch), say where and why they differ, and fuzz implementations through Hypothesis.
 
-    from verify.compare import compare
-    from verify.formats.model import open_model
+    from gpt2_verify.verify.compare import compare
+    from gpt2_verify.verify.formats.model import open_model
 
     report = compare(open_model("model.pt"))          # config inferred, seed 42, profile llmc
     print(report.render()); report.passed("close")

@@ -30,7 +30,7 @@ import tempfile
 import traceback
 from typing import Any, Callable
 
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 from ..errors import InputError
 from ..formats.model import ModelFile, model_from_mapping, open_model
@@ -47,7 +47,7 @@ if target.endswith(".py") or os.sep in target:
     module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 else:
     module = importlib.import_module(target)
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 L, C, NH, V, Vp, T, seed = (int(a) for a in sys.argv[2:9])
 out = getattr(module, fn_name)(GPTConfig(L, C, NH, V, Vp, T), seed)
 def arr(v):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-
-from reference.config import GPTConfig, TensorSpec, parameter_table
-from reference.init import iter_params
-from reference.normal import check_profile
-from reference.schemes import DEFAULT_SCHEME, SchemeInit, resolve
+from gpt2_verify.reference.config import GPTConfig, TensorSpec, parameter_table
+from gpt2_verify.reference.init import iter_params
+from gpt2_verify.reference.normal import check_profile
+from gpt2_verify.reference.schemes import DEFAULT_SCHEME, SchemeInit, resolve
 
 from ..pipeline import background
 from ..progress import Progress

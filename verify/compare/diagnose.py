@@ -38,12 +38,11 @@ import math
 from typing import Callable
 
 import numpy as np
-
-from reference.config import GPTConfig, TensorSpec, parameter_table
-from reference.init import Plan, init_tensors, std_arg
-from reference.mt19937 import MT19937
-from reference.normal import PROFILES, advance, draws_needed, normal_array
-from reference.schemes import DEFAULT_SCHEME, Law, SchemeInit, resolve
+from gpt2_verify.reference.config import GPTConfig, TensorSpec, parameter_table
+from gpt2_verify.reference.init import Plan, init_tensors, std_arg
+from gpt2_verify.reference.mt19937 import MT19937
+from gpt2_verify.reference.normal import PROFILES, advance, draws_needed, normal_array
+from gpt2_verify.reference.schemes import DEFAULT_SCHEME, Law, SchemeInit, resolve
 
 from ..progress import Progress
 from .tolerance import CLOSE_ATOL_STD, STORAGE_ROUNDING, close_bound

@@ -32,12 +32,11 @@ import sys
 from typing import Callable
 
 import hypothesis
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.schemes import DEFAULT_SCHEME, resolve
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Flaky
 from hypothesis.strategies import SearchStrategy
-
-from reference.config import GPTConfig
-from reference.schemes import DEFAULT_SCHEME, resolve
 
 from .. import __version__
 from ..strategies import gpt2_configs, seeds

@@ -29,10 +29,18 @@ import math
 from typing import Iterator
 
 import numpy as np
-
-from reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
-from reference.config import RESIDUAL_TENSORS, GPTConfig, TensorSpec
-from reference.schemes import BIAS_OF, DEFAULT_SCHEME, EMBEDDINGS, Law, SchemeInit, fans, resolve, rows_of
+from gpt2_verify.reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
+from gpt2_verify.reference.config import RESIDUAL_TENSORS, GPTConfig, TensorSpec
+from gpt2_verify.reference.schemes import (
+    BIAS_OF,
+    DEFAULT_SCHEME,
+    EMBEDDINGS,
+    Law,
+    SchemeInit,
+    fans,
+    resolve,
+    rows_of,
+)
 
 from ..stats import NormalCheck
 from .laws import KIND_WORDS, check_law, law_origin, matching_schemes, random_law, scheme_init, shape_hint

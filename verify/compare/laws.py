@@ -12,8 +12,8 @@ import functools
 import math
 from typing import Any
 
-from reference.config import GPTConfig
-from reference.schemes import SCHEMES, Law, SchemeInit, resolve
+from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.schemes import SCHEMES, Law, SchemeInit, resolve
 
 from ..stats import NormalCheck, check_normal, check_truncnormal, check_uniform
 

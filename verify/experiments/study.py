@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-
-from reference.config import GPTConfig, parameter_table
-from reference.schemes import parse_override, resolve
+from gpt2_verify.reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.schemes import parse_override, resolve
 
 from .. import __version__
 from ..atomic import write_text_atomic
@@ -137,7 +136,7 @@ class Arm:
 def parse_arms(text: str, common: Sequence[str] = ()) -> list[Arm]:
     """'gpt2,torch-default,gpt2+attprojw,fcprojw.scale=10': items separated by commas that start a
     scheme name (commas inside an override's tensor list stay with it)."""
-    from reference.schemes import SCHEMES
+    from gpt2_verify.reference.schemes import SCHEMES
 
     items: list[str] = []
     for piece in text.split(","):
@@ -203,8 +202,7 @@ def train_run(s: Settings, arm: Arm, seed: int, data: Tokens, *,
               on_step: Callable[[int, float], None] | None = None) -> dict:
     """One run: init `arm` with `seed`, `s.steps` AdamW steps on the shared batch order."""
     import torch
-
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     from ..numerics.model import TorchModel
 

@@ -27,9 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-
-from reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
-from reference.config import GPT3_CHANNELS, ConfigError, GPTConfig, TensorSpec, parameter_table
+from gpt2_verify.reference.bf16 import bf16_bits_to_f32, f32_to_bf16_bits
+from gpt2_verify.reference.config import GPT3_CHANNELS, ConfigError, GPTConfig, TensorSpec, parameter_table
 
 from ..atomic import atomic_output
 from ..errors import InputError

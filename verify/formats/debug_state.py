@@ -22,8 +22,7 @@ import dataclasses
 import os
 
 import numpy as np
-
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 from ..atomic import atomic_output
 from ..errors import InputError

@@ -19,7 +19,7 @@ GPT2 uses Conv1D, whose weight is (in, out): those four weights are transposed.
 
 from __future__ import annotations
 
-from reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.config import GPTConfig, parameter_table
 
 # llm.c name -> (state-dict key template, Hugging Face Conv1D transposes it)
 # Per-layer keys take {i}.

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from reference.bf16 import bf16_bits_to_f32
-from reference.config import GPTConfig
+from gpt2_verify.reference.bf16 import bf16_bits_to_f32
+from gpt2_verify.reference.config import GPTConfig
 
 from ..errors import InputError
 from . import checkpoint as ckpt_format

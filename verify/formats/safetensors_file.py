@@ -21,8 +21,7 @@ import os
 import struct
 
 import numpy as np
-
-from reference.bf16 import bf16_bits_to_f32
+from gpt2_verify.reference.bf16 import bf16_bits_to_f32
 
 from ..errors import InputError
 

@@ -25,8 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-
-from reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.config import GPTConfig, parameter_table
 
 from ..errors import InputError
 from .layouts import LM_HEAD_KEY, STATE_DICT_KEYS, state_dict_key, transposed_in

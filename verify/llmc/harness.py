@@ -76,9 +76,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from reference.config import ONES_TENSORS, RANDOM_TENSORS, TENSOR_NAMES, ZERO_TENSORS, GPTConfig
-from reference.init import init_tensors
+from gpt2_verify.reference.config import ONES_TENSORS, RANDOM_TENSORS, TENSOR_NAMES, ZERO_TENSORS, GPTConfig
+from gpt2_verify.reference.init import init_tensors
 
 from ..formats.checkpoint import write_checkpoint_array
 from ..formats.debug_state import write_debug_state

@@ -33,8 +33,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-
-from reference.config import (
+from gpt2_verify.reference.config import (
     BASE_STD,
     RANDOM_TENSORS,
     RESIDUAL_TENSORS,
@@ -608,8 +607,8 @@ def activation_scales(cfg: GPTConfig, params: Mapping[str, np.ndarray], tokens: 
 def _scaled_init(std_of: Callable[[GPTConfig, str], float]):
     """An init that rescales llm.c's draws (std 0.02 or 0.02/sqrt(2L)) to std_of(cfg, name)."""
     def init(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:
-        from reference.config import nominal_std
-        from reference.init import init_tensors
+        from gpt2_verify.reference.config import nominal_std
+        from gpt2_verify.reference.init import init_tensors
 
         params = {k: v.astype(np.float64) for k, v in init_tensors(cfg, seed).items()}
         for name in RANDOM_TENSORS:
@@ -619,14 +618,14 @@ def _scaled_init(std_of: Callable[[GPTConfig, str], float]):
 
 
 def _llmc_init(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     return init_tensors(cfg, seed)
 
 
 def _scheme_init(scheme: str) -> Callable[[GPTConfig, int], dict]:
     def init(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:
-        from reference.init import init_tensors
+        from gpt2_verify.reference.init import init_tensors
 
         return init_tensors(cfg, seed, scheme=scheme)
     init.__name__ = scheme
@@ -713,7 +712,7 @@ def width_sweep(*, widths: Sequence[int] = (32, 64, 128), layers: int = 2, steps
     opt = optimizer or m.ADAMW["train_gpt2.c"]
     init_name = init if isinstance(init, str) else getattr(init, "__name__", "custom")
     if isinstance(init, str):
-        from reference.schemes import SCHEMES
+        from gpt2_verify.reference.schemes import SCHEMES
 
         if init in SCHEMES:  # any init scheme, e.g. a coordinate check of mup against gpt2
             init = _scheme_init(init)
@@ -1061,7 +1060,7 @@ def scaled_params(cfg: GPTConfig, seed: int, std: float) -> dict[str, np.ndarray
     """llm.c's init with the random tensors rescaled to std (residual ones std/sqrt(2L)) and,
     when std != 0.02, LayerNorm weights 1 + N(0, std) and biases N(0, std) - inputs under which
     every nonlinearity matters (float32 arrays)."""
-    from reference.init import init_tensors
+    from gpt2_verify.reference.init import init_tensors
 
     params = {k: v.astype(np.float64) for k, v in init_tensors(cfg, seed).items()}
     for name in RANDOM_TENSORS:

@@ -34,8 +34,7 @@ import math
 from typing import Mapping
 
 import numpy as np
-
-from reference.config import TENSOR_NAMES, GPTConfig, parameter_table
+from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig, parameter_table
 
 LN_EPS = 1e-5  # llm.c layernorm_forward
 GELU_SCALE = math.sqrt(2.0 / math.pi)  # llm.c gelu_forward's GELU_SCALING_FACTOR

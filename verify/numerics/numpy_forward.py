@@ -13,8 +13,7 @@ import math
 from typing import Mapping
 
 import numpy as np
-
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 
 def _layernorm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:

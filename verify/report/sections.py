@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from reference.config import GPTConfig
+from gpt2_verify.reference.config import GPTConfig
 
 from ..atomic import atomic_output, write_text_atomic
 from ..errors import InputError
@@ -27,7 +27,7 @@ MAX_ROWCOL_FIGURES = 4  # mismatching tensors drawn per compare record
 def expected_laws(cfg, *, scheme: str = "gpt2", overrides: Sequence[str] = ()):
     """The law of every tensor, layer and row range (reference.schemes.SchemeInit: .parts(name,
     layer) -> [Part(lo, hi, law)]). The one place the report takes expected laws from."""
-    from reference.schemes import resolve
+    from gpt2_verify.reference.schemes import resolve
 
     try:
         return resolve(scheme, cfg, overrides=overrides)

@@ -26,9 +26,8 @@ import dataclasses
 import math
 
 import numpy as np
-
-from reference.config import GPTConfig, parameter_table
-from reference.schemes import invert_cdf
+from gpt2_verify.reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.schemes import invert_cdf
 
 BINS = 120
 NORMAL_HALF_WIDTH = 6.0  # in expected std: P(|z| > 6) = 2e-9, so over/underflow means a wrong law
@@ -243,7 +242,7 @@ class _Segment:
 
 
 def _plan(cfg: GPTConfig, spec, init, rowcol: bool) -> tuple[TensorStats, list[_Segment]]:
-    from reference.schemes import rows_of
+    from gpt2_verify.reference.schemes import rows_of
 
     rows, per_row = rows_of(cfg, spec.name)
     layers = list(range(cfg.layers)) if spec.per_layer else [None]

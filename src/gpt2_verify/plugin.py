@@ -15,10 +15,10 @@ gpt2_fuzz runs `gpt2-verify fuzz`'s property (verify.compare.fuzz) inside your t
 draws configs and seeds, your initializer fills each, the comparator grades it, and a failure
 is shrunk to the smallest config and raised as an AssertionError with the full report.
 
-pytest loads this module in every project where gpt2-verify is installed, so it has a name of
-its own and imports nothing of gpt2-verify (whose packages are called `reference` and
-`verify`, names other projects use too) until a fixture is used: a project with its own
-`verify` or `reference` package keeps importing its own.
+pytest loads this module in every project where gpt2-verify is installed. Everything it uses
+lives under the one import root `gpt2_verify` (gpt2_verify.reference, gpt2_verify.verify), and
+it imports none of it until a fixture is used: a project with packages of its own called
+`verify`, `reference` or `golden` keeps importing its own, under any install.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def gpt2_reference():
-    from reference.config import from_descriptor
-    from reference.init import init_tensors
+    from gpt2_verify.reference.config import from_descriptor
+    from gpt2_verify.reference.init import init_tensors
 
     cache: dict = {}
 
@@ -56,8 +56,8 @@ def gpt2_fuzz():
             max_params: int = 200_000, require: str = "close", profile: str = "llmc",
             timeout: float = 60.0, derandomize: bool = False, scheme: str = "gpt2", overrides=(),
             **config_kwargs):
-        from verify.compare.candidate import Candidate, as_candidate
-        from verify.compare.fuzz import fuzz
+        from gpt2_verify.verify.compare.candidate import Candidate, as_candidate
+        from gpt2_verify.verify.compare.fuzz import fuzz
 
         if candidate is not None:
             if cmd is not None or adapter is not None:
