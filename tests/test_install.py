@@ -88,9 +88,9 @@ def _build_wheel(tmp_path: Path) -> Path:
             src.mkdir(exist_ok=True)
             shutil.copy2(REPO / name, src / name)
     dist = tmp_path / "dist"
-    # no build isolation: the running environment's setuptools (>= 61, pyproject's requirement)
-    _check(_run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                 "-w", str(dist), str(src)]), "building the wheel")
+    # pip's isolated build (pyproject's build-system requires) like any user's `pip install .`
+    _check(_run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)]),
+           "building the wheel")
     (wheel,) = dist.glob("gpt2_verify-*.whl")
     return wheel
 
