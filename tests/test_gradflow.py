@@ -19,7 +19,8 @@ pytest.importorskip("torch")
 from gpt2_verify.reference.config import RANDOM_TENSORS, RESIDUAL_TENSORS, TENSOR_NAMES, GPTConfig  # noqa: E402
 from gpt2_verify.reference.init import init_tensors  # noqa: E402
 from gpt2_verify.verify.numerics import gradflow as G  # noqa: E402
-from gpt2_verify.verify.numerics.model import ADAMW, forward_backward, random_tokens, train_steps  # noqa: E402
+from gpt2_verify.verify.numerics.adamw import ADAMW  # noqa: E402
+from gpt2_verify.verify.numerics.model import forward_backward, random_tokens, train_steps  # noqa: E402
 
 SMALL = GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)  # as tests/known.py SMALL
 DEEP = GPTConfig(8, 64, 4, vocab=1000, max_seq_len=64)

@@ -188,7 +188,8 @@ import numpy as np
 sys.path.insert(0, {root!r})
 from gpt2_verify.verify.formats.checkpoint import open_checkpoint
 from gpt2_verify.verify.formats.debug_state import read_debug_state
-from gpt2_verify.verify.numerics.model import ADAMW, forward_backward, train_steps
+from gpt2_verify.verify.numerics.adamw import ADAMW
+from gpt2_verify.verify.numerics.model import forward_backward, train_steps
 SCALE, DRIFT, FLIP = {scale}, {drift}, {flip}
 with open_checkpoint("gpt2_124M.bin") as ck:
     cfg = ck.config
@@ -221,7 +222,8 @@ import numpy as np
 sys.path.insert(0, {root!r})
 from gpt2_verify.verify.formats.checkpoint import open_checkpoint
 from gpt2_verify.verify.formats.tokens import read_shard
-from gpt2_verify.verify.numerics.model import ADAMW, train_steps
+from gpt2_verify.verify.numerics.adamw import ADAMW
+from gpt2_verify.verify.numerics.model import train_steps
 with open_checkpoint("gpt2_124M.bin") as ck:
     cfg = ck.config
     params = {{s.name: np.array(ck.tensor(s.name)) for s in cfg.tensors()}}

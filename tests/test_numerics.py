@@ -1,8 +1,8 @@
-"""verify.numerics.model: GPT-2 forward/backward as llm.c's train_gpt2.c, and llm.c's AdamW.
+"""verify.numerics.model: GPT-2 forward/backward as llm.c's train_gpt2.c, and its training loop.
 
 Independent judges: a plain-numpy float64 forward written from the math
 (verify.numerics.numpy_forward), central finite differences of that numpy forward for every
-gradient, closed forms of the AdamW update, and hand-written training loops.
+gradient, and hand-written training loops (AdamW itself: tests/test_adamw.py).
 
 Weights are scaled up from llm.c's std 0.02 and LayerNorm parameters perturbed, because at
 std 0.02 the network is nearly linear and a wrong GELU constant, attention scale or LayerNorm
@@ -22,13 +22,10 @@ pytest.importorskip("torch")
 from gpt2_verify.reference.config import RANDOM_TENSORS, TENSOR_NAMES, GPTConfig, parameter_table  # noqa: E402
 from gpt2_verify.reference.init import init_tensors  # noqa: E402
 from gpt2_verify.verify.numerics import numpy_forward  # noqa: E402
+from gpt2_verify.verify.numerics.adamw import ADAMW, AdamW  # noqa: E402
 from gpt2_verify.verify.numerics.model import (  # noqa: E402
-    ADAMW,
-    AdamW,
     TorchModel,
     TrainState,
-    adamw_step,
-    clip_scale,
     forward_backward,
     random_tokens,
     train_steps,
@@ -289,91 +286,6 @@ def test_bad_inputs():
         forward_backward(cfg, params, x, y, dtype="float16")
 
 
-# ---- AdamW ----------------------------------------------------------------------------------------
-
-def test_adamw_settings_match_llmc_source():
-    """As llm.c's mains call gpt2_update: test_gpt2.c (lr, b1, b2, eps, wd) = (1e-4, 0.9, 0.999,
-    1e-8, 0.01); train_gpt2.c wd 0.0; test_gpt2.cu b2 0.95, wd 0, grad_scale from clip 1.0, and
-    train_gpt2.cu decays only wte, wpe, qkvw, attprojw, fcw, fcprojw."""
-    c = ADAMW["test_gpt2.c"]
-    assert (c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip) == \
-        (1e-4, 0.9, 0.999, 1e-8, 0.01, None)
-    assert all(c.decays(n) for n in TENSOR_NAMES)
-    t = ADAMW["train_gpt2.c"]
-    assert (t.lr, t.beta1, t.beta2, t.eps, t.weight_decay, t.grad_clip) == (1e-4, 0.9, 0.999, 1e-8, 0.0, None)
-    u = ADAMW["test_gpt2.cu"]
-    assert (u.lr, u.beta1, u.beta2, u.eps, u.weight_decay, u.grad_clip) == (1e-4, 0.9, 0.95, 1e-8, 0.0, 1.0)
-    assert [n for n in TENSOR_NAMES if u.decays(n)] == ["wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"]
-    with pytest.raises(ValueError, match="decay_scope"):
-        AdamW(1e-4, 0.9, 0.999, 1e-8, 0.0, decay_scope="some")
-
-
-def _synthetic(seed):
-    rng = np.random.default_rng(seed)
-    p = {n: rng.standard_normal(3 + i) for i, n in enumerate(TENSOR_NAMES)}
-    # magnitudes 1e-9..1: some comparable to eps 1e-8, so scaling the gradient shows in the update
-    g = {n: rng.standard_normal(3 + i) * 10.0 ** rng.integers(-9, 1, size=3 + i)
-         for i, n in enumerate(TENSOR_NAMES)}
-    return p, g
-
-
-def test_adamw_first_steps_closed_form():
-    """Step 1: m_hat = g, v_hat = g^2, so p1 = p - lr (g / (|g| + eps) + wd p). Step 2 with
-    gradient h: m = 0.1 (b1 g + h)... written out from the definitions."""
-    opt = AdamW(1e-3, 0.8, 0.9, 1e-8, 0.05)
-    p0, g = _synthetic(0)
-    _, h = _synthetic(1)
-    params = {k: v.copy() for k, v in p0.items()}
-    m, v = {}, {}
-    adamw_step(params, g, m, v, 1, opt)
-    for n in TENSOR_NAMES:
-        p1 = p0[n] - 1e-3 * (g[n] / (np.abs(g[n]) + 1e-8) + 0.05 * p0[n])
-        np.testing.assert_allclose(params[n], p1, rtol=1e-14, atol=1e-16)
-    p1 = {k: v.copy() for k, v in params.items()}
-    adamw_step(params, h, m, v, 2, opt)
-    for n in TENSOR_NAMES:
-        m2 = 0.2 * (0.8 * g[n] + h[n])
-        v2 = 0.1 * (0.9 * g[n] ** 2 + h[n] ** 2)
-        p2 = p1[n] - 1e-3 * ((m2 / (1 - 0.64)) / (np.sqrt(v2 / (1 - 0.81)) + 1e-8) + 0.05 * p1[n])
-        np.testing.assert_allclose(params[n], p2, rtol=1e-13, atol=1e-16)
-
-
-def test_weight_decay_scope():
-    p0, _ = _synthetic(2)
-    zero = {n: np.zeros_like(a) for n, a in p0.items()}
-    for scope, decayed in (("all", set(TENSOR_NAMES)),
-                           ("matrices", {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"})):
-        params = {k: v.copy() for k, v in p0.items()}
-        adamw_step(params, zero, {}, {}, 1, AdamW(1e-2, 0.9, 0.999, 1e-8, 0.1, decay_scope=scope))
-        for n in TENSOR_NAMES:  # zero gradient: the update is the decay term lr * wd * p alone
-            want = p0[n] * (1 - 1e-3) if n in decayed else p0[n]
-            np.testing.assert_allclose(params[n], want, rtol=1e-15, atol=0)
-
-
-def test_grad_clip():
-    """llm.c (train_gpt2.cu main, test_gpt2.cu): norm = sqrt(sum of all g^2); every gradient is
-    multiplied by clip / norm if norm > clip, else by 1."""
-    _, g = _synthetic(3)
-    norm = math.sqrt(sum(float(np.sum(a * a)) for a in g.values()))
-    assert norm > 1.0
-    assert clip_scale(g, 1.0) == pytest.approx(1.0 / norm, rel=1e-15)
-    assert clip_scale(g, None) == 1.0
-    assert clip_scale(g, 2 * norm) == 1.0
-    assert clip_scale(g, norm) == 1.0  # strictly greater is required to clip
-    # with b1, b2 < 1 and eps comparable to the scaled gradients the scale shows in the update
-    opt = ADAMW["test_gpt2.cu"]
-    p0, _ = _synthetic(4)
-    clipped = {k: v.copy() for k, v in p0.items()}
-    adamw_step(clipped, g, {}, {}, 1, opt)
-    for n in TENSOR_NAMES:
-        gs = g[n] / norm
-        want = p0[n] - 1e-4 * gs / (np.abs(gs) + 1e-8)
-        np.testing.assert_allclose(clipped[n], want, rtol=1e-14, atol=1e-18)
-    unclipped = {k: v.copy() for k, v in p0.items()}
-    adamw_step(unclipped, g, {}, {}, 1, AdamW(1e-4, 0.9, 0.95, 1e-8, 0.0))
-    assert max(np.max(np.abs(clipped[n] - unclipped[n])) for n in TENSOR_NAMES) > 1e-6
-
-
 # ---- training loop ---------------------------------------------------------------------------------
 
 def _hand_loop(cfg, params, x, y, steps, opt, *, zero_grads=True):
@@ -401,7 +313,7 @@ def test_train_steps_matches_hand_loop_and_zeroes_grads():
     cfg = TINY["L2-hs3"]
     params = lively(cfg, 4, std=0.2)
     x, y = random_tokens(cfg, batch=2, seq=5, seed=4)
-    opt = AdamW(1e-2, 0.9, 0.999, 1e-8, 0.01)
+    opt = AdamW(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
     before = {k: v.copy() for k, v in params.items()}
     got = train_steps(cfg, params, x, y, steps=4, optimizer=opt)
     assert all(np.array_equal(before[k], params[k]) for k in params)  # input untouched
@@ -461,7 +373,8 @@ def test_cuda_device_matches_cpu():
 
 
 @pytest.mark.parametrize("opt", [ADAMW["test_gpt2.c"], ADAMW["test_gpt2.cu"],
-                                 AdamW(0.05, 0.9, 0.95, 1e-8, 0.1, grad_clip=0.01, decay_scope="matrices")],
+                                 AdamW(lr=0.05, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1,
+                                       grad_clip=0.01, decay_scope="matrices")],
                          ids=["test_gpt2.c", "test_gpt2.cu", "clipped"])
 def test_torch_model_trains_as_train_steps(opt):
     # the device-resident loop (ablate, bench) against the numpy-moment loop, in float64

@@ -337,7 +337,8 @@ def _warm_torch_cpu() -> None:
         return
     from gpt2_verify.reference.init import init_tensors
 
-    from .numerics.model import ADAMW, TorchModel, random_tokens
+    from .numerics.adamw import ADAMW
+    from .numerics.model import TorchModel, random_tokens
 
     cfg = GPTConfig(1, 8, 2, vocab=64, max_seq_len=8)
     model = TorchModel(cfg, init_tensors(cfg, 0, "llmc"), dtype="float32")
@@ -357,7 +358,8 @@ def bench_reference(cfg: GPTConfig, *, batch: int, seq: int, device: str = "cpu"
     import torch
     from gpt2_verify.reference.init import init_tensors
 
-    from .numerics.model import ADAMW, TorchModel, random_tokens
+    from .numerics.adamw import ADAMW
+    from .numerics.model import TorchModel, random_tokens
 
     if batch < 1 or seq < 1:
         raise ValueError(f"batch and seq must be >= 1, got batch={batch} seq={seq}")

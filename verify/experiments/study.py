@@ -176,11 +176,12 @@ class Settings:
     data: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     def optimizer(self):
-        from ..numerics.model import AdamW
+        from ..numerics.adamw import ADAMW
 
-        # llm.c train_gpt2.cu's settings: betas (0.9, 0.95), eps 1e-8, clip at 1
-        return AdamW(self.lr, 0.9, 0.95, 1e-8, self.weight_decay, grad_clip=self.grad_clip,
-                     name="ablate (train_gpt2.cu style)", decay_scope="matrices")
+        # llm.c train_gpt2.cu's settings (betas (0.9, 0.95), eps 1e-8, matrices decay) with
+        # this study's lr, weight decay and clip
+        return dataclasses.replace(ADAMW["train_gpt2.cu"], lr=self.lr, weight_decay=self.weight_decay,
+                                   grad_clip=self.grad_clip, name="ablate (train_gpt2.cu style)")
 
     def to_dict(self) -> dict:
         return {"config": self.config.as_dict(), "arms": [a.label for a in self.arms],

@@ -173,7 +173,8 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
     """Write every file the binaries open into run_dir; return the reference's figures.
     params: the model's weights (llm.c names and shapes, e.g. from a user's checkpoint) instead
     of the probe weights; seed then only picks the tokens."""
-    from ..numerics.model import ADAMW, forward_backward, random_tokens
+    from ..numerics.adamw import ADAMW
+    from ..numerics.model import forward_backward, random_tokens
     from ..numerics.model import train_steps as ref_train_steps
 
     run = Path(run_dir)

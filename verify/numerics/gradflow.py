@@ -22,8 +22,8 @@ and a list of `Finding`s, each with a one-line `reason` naming the tensor and la
         "llmc-test_gpt2.c", "llmc-test_gpt2.cu-bf16", "llmc-test_gpt2.cu-fp32" (llm.c's own
         rules, reproduced in float32 as its C code evaluates them)
 
-The model itself is verify.numerics.model (forward_backward, random_tokens, AdamW, ADAMW); torch
-is imported only when a function needs a forward pass.
+The model itself is verify.numerics.model (forward_backward, random_tokens), the optimizer
+verify.numerics.adamw (AdamW, ADAMW); torch is imported only when a function needs a forward pass.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from gpt2_verify.reference.config import (
     TensorSpec,
     parameter_table,
 )
+
+from .adamw import ADAMW, adamw_step, adamw_update, global_norm
 
 SCHEMA = "gpt2-verify/gradflow/1"
 
@@ -184,39 +186,6 @@ def initial_loss_bound(cfg: GPTConfig, *, params: Mapping[str, np.ndarray] | Non
                      LOSS_SIGMAS * s / math.sqrt(n_eff) + LOSS_SLACK)
 
 
-# ---- AdamW's first step -----------------------------------------------------------------------
-
-def _grad_scale(grads: Mapping[str, np.ndarray], clip: float | None) -> float:
-    """llm.c train_gpt2.cu: grad_scale = clip / norm when the global norm exceeds clip."""
-    if clip is None:
-        return 1.0
-    sq = 0.0
-    for g in grads.values():
-        g = np.asarray(g, dtype=np.float64)
-        sq += float(np.sum(g * g))
-    norm = math.sqrt(sq)
-    return clip / norm if norm > clip else 1.0
-
-
-def adamw_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, t: int,
-                 optimizer, *, grad_scale: float = 1.0, name: str | None = None) -> np.ndarray:
-    """One llm.c AdamW step (train_gpt2.c gpt2_update), float64, in place on m and v. Returns
-    the update (param_new = param - update). Weight decay applies to tensor `name` when the
-    optimizer's `decays(name)` says so (train_gpt2.c: every tensor; train_gpt2.cu: matrices)."""
-    g = np.asarray(grad, dtype=np.float64) * grad_scale
-    b1, b2 = optimizer.beta1, optimizer.beta2
-    m *= b1
-    m += (1.0 - b1) * g
-    v *= b2
-    v += (1.0 - b2) * g * g
-    m_hat = m / (1.0 - b1 ** t)
-    v_hat = v / (1.0 - b2 ** t)
-    decays = getattr(optimizer, "decays", None)
-    wd = optimizer.weight_decay if name is None or decays is None or decays(name) else 0.0
-    return optimizer.lr * (m_hat / (np.sqrt(v_hat) + optimizer.eps)
-                           + wd * np.asarray(param, dtype=np.float64))
-
-
 # ---- check_gradients --------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -319,10 +288,10 @@ def check_gradients(cfg: GPTConfig, grads: Mapping[str, np.ndarray], *, loss: fl
                 loss bound from the actual wte/lnf scale.
     positions:  B*T predicted tokens (tightens the loss bound; default 1, the loosest).
     seq:        T, when known: wpe rows < T must get gradient, rows >= T exactly none.
-    optimizer:  an AdamW (verify.numerics.model.ADAMW[...]); default llm.c train_gpt2.c's.
+    optimizer:  an AdamW (verify.numerics.adamw.ADAMW[...]); default llm.c train_gpt2.c's.
     """
     if optimizer is None:
-        optimizer = _model().ADAMW["train_gpt2.c"]
+        optimizer = ADAMW["train_gpt2.c"]
     findings: list[Finding] = []
     rows: list[GradRow] = []
     V = cfg.vocab
@@ -341,7 +310,7 @@ def check_gradients(cfg: GPTConfig, grads: Mapping[str, np.ndarray], *, loss: fl
             continue
         usable[spec.name] = g
 
-    scale = _grad_scale(usable, optimizer.grad_clip) if params is not None else 1.0
+    scale = optimizer.clip_scale(global_norm(usable)) if params is not None else 1.0
     for spec in specs:
         if spec.name not in usable:
             continue
@@ -354,8 +323,9 @@ def check_gradients(cfg: GPTConfig, grads: Mapping[str, np.ndarray], *, loss: fl
             if p is not None:
                 ps = p[layer] if layer is not None else p
                 with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf: reported above
-                    upd = adamw_update(ps, gs, np.zeros(gs.shape), np.zeros(gs.shape), 1,
-                                       optimizer, grad_scale=scale, name=spec.name)
+                    p64 = np.array(ps, dtype=np.float64)  # the first update, in float64
+                    upd = adamw_update(p64, gs, np.zeros(gs.shape), np.zeros(gs.shape), t=1,
+                                       opt=optimizer, name=spec.name, scale=scale, apply=False)
                 row.param_norm = float(np.linalg.norm(np.asarray(ps, dtype=np.float64)))
                 live = _live_rows(cfg, spec.name, gs, seq)  # rows the batch can reach
                 row.update_rms = float(np.sqrt(np.mean(upd[live] ** 2))) if live.size else 0.0
@@ -709,7 +679,7 @@ def width_sweep(*, widths: Sequence[int] = (32, 64, 128), layers: int = 2, steps
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     m = _model()
-    opt = optimizer or m.ADAMW["train_gpt2.c"]
+    opt = optimizer or ADAMW["train_gpt2.c"]
     init_name = init if isinstance(init, str) else getattr(init, "__name__", "custom")
     if isinstance(init, str):
         from gpt2_verify.reference.schemes import SCHEMES
@@ -744,10 +714,7 @@ def width_sweep(*, widths: Sequence[int] = (32, 64, 128), layers: int = 2, steps
                 scales[f"block{layer}"][step][wi] = float(np.mean(np.abs(a)))
             scales["logits"][step][wi] = float(np.mean(np.abs(np.asarray(fb.logits, np.float64))))
             if step < steps:
-                gscale = _grad_scale(fb.grads, opt.grad_clip)
-                for k in params:
-                    params[k] -= adamw_update(params[k], fb.grads[k], mom[k], vel[k], step + 1, opt,
-                                              grad_scale=gscale, name=k)
+                adamw_step(params, fb.grads, mom, vel, step + 1, opt)
         losses.append(run)
     slopes = {q: [_slope(widths, scales[q][s]) for s in range(steps + 1)] for q in quantities}
     findings = []

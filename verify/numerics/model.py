@@ -1,4 +1,4 @@
-"""GPT-2 forward/backward exactly as llm.c's train_gpt2.c computes it, and llm.c's AdamW.
+"""GPT-2 forward/backward exactly as llm.c's train_gpt2.c computes it, and its training loop.
 
 One code path, two precisions: float64 is the judge every other implementation is graded
 against, float32 the fast path (and what llm.c's CPU build computes in). Torch autograd (CPU by
@@ -24,7 +24,8 @@ Vp - V are padding (their gradient is exactly 0 because they only feed ignored l
 
 Deliberately not copied from llm.c's float code: its softmaxes start the running max at
 -10000.0f (wrong only if every score is below -10000) and its bias correction uses powf in
-float; this module computes the exact softmax and corrections in the chosen dtype.
+float; this module computes the exact softmax in the chosen dtype (and numerics.adamw the
+corrections in double).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from typing import Mapping
 
 import numpy as np
 from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig, parameter_table
+
+# the optimizer lives in .adamw; ADAMW is re-exported because callers pick settings with the model
+from .adamw import ADAMW, AdamW, adamw_step  # noqa: F401
 
 LN_EPS = 1e-5  # llm.c layernorm_forward
 GELU_SCALE = math.sqrt(2.0 / math.pi)  # llm.c gelu_forward's GELU_SCALING_FACTOR
@@ -49,56 +53,6 @@ class ForwardBackward:
     loss: float | None  # mean cross-entropy over B*T; None when no targets were given
     grads: dict[str, np.ndarray] | None  # llm.c name -> gradient in llm.c shapes (wte (Vp, C))
     activations: dict[str, np.ndarray] | None  # "block{l}": residual stream after block l (B, T, C)
-
-
-@dataclasses.dataclass(frozen=True)
-class AdamW:
-    """llm.c's AdamW (train_gpt2.c `gpt2_update`, llmc/adamw.cuh `adamw_update`): bias-corrected
-    moments and decoupled weight decay,
-
-        m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2                      (t counts from 1)
-        p -= lr * ((m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + wd p)
-
-    decay_scope: "all" - train_gpt2.c (CPU) decays every parameter, biases and LayerNorm
-    included; "matrices" - train_gpt2.cu decays only the 2D tensors wte, wpe, qkvw, attprojw,
-    fcw, fcprojw (its gpt2_update: `wd = (i == 0 || i == 1 || i == 4 || ...) ? weight_decay : 0`).
-    grad_clip: if set, every gradient is first multiplied by clip / norm when the global L2 norm
-    over all gradients exceeds clip, else by 1 (train_gpt2.cu main; test_gpt2.cu with clip 1)."""
-
-    lr: float
-    beta1: float
-    beta2: float
-    eps: float
-    weight_decay: float
-    grad_clip: float | None = None
-    name: str = ""
-    decay_scope: str = "all"
-
-    def __post_init__(self) -> None:
-        if self.decay_scope not in DECAY_SCOPES:
-            raise ValueError(f"decay_scope must be one of {tuple(DECAY_SCOPES)}, got {self.decay_scope!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-
-    def decays(self, name: str) -> bool:
-        """Whether weight decay applies to llm.c tensor `name`."""
-        return name in DECAY_SCOPES[self.decay_scope]
-
-
-DECAY_SCOPES = {"all": frozenset(TENSOR_NAMES),
-                "matrices": frozenset(("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"))}
-
-# The settings each llm.c program uses, checked against its source:
-#   test_gpt2.c   main: gpt2_update(&model, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f, step+1)
-#   train_gpt2.c  main: gpt2_update(&model, learning_rate 1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, step+1)
-#   test_gpt2.cu  main: grad_scale = grad_norm > 1 ? 1 / grad_norm : 1;
-#                 gpt2_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.0f, grad_scale, step+1, ...)
-ADAMW: dict[str, AdamW] = {
-    "test_gpt2.c": AdamW(1e-4, 0.9, 0.999, 1e-8, 0.01, name="test_gpt2.c"),
-    "train_gpt2.c": AdamW(1e-4, 0.9, 0.999, 1e-8, 0.0, name="train_gpt2.c"),
-    "test_gpt2.cu": AdamW(1e-4, 0.9, 0.95, 1e-8, 0.0, grad_clip=1.0, name="test_gpt2.cu",
-                          decay_scope="matrices"),
-}
 
 
 def _torch():
@@ -254,40 +208,6 @@ def random_tokens(cfg: GPTConfig, *, batch: int, seq: int, seed: int) -> tuple[n
     return np.ascontiguousarray(draw[:, :-1]), np.ascontiguousarray(draw[:, 1:])
 
 
-def global_norm(grads: Mapping[str, np.ndarray]) -> float:
-    """L2 norm over all gradient values (train_gpt2.cu's global_norm_squared, then sqrt)."""
-    return math.sqrt(sum(float(np.sum(np.square(np.asarray(g, dtype=np.float64)))) for g in grads.values()))
-
-
-def clip_scale(grads: Mapping[str, np.ndarray], clip: float | None) -> float:
-    """The factor llm.c multiplies every gradient by before the update (train_gpt2.cu main:
-    grad_scale = norm > clip ? clip / norm : 1, i.e. clip / max(norm, clip))."""
-    if clip is None:
-        return 1.0
-    norm = global_norm(grads)
-    return clip / norm if norm > clip else 1.0
-
-
-def adamw_step(params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray], m: dict, v: dict,
-               t: int, opt: AdamW) -> None:
-    """One llm.c AdamW update in place (t counts from 1). m, v: name -> moment arrays, updated
-    in place (created as zeros when missing). Arithmetic in the params' own dtype."""
-    scale = clip_scale(grads, opt.grad_clip)
-    b1c = 1.0 - opt.beta1 ** t
-    b2c = 1.0 - opt.beta2 ** t
-    for name, p in params.items():
-        g = np.asarray(grads[name], dtype=p.dtype) * p.dtype.type(scale)
-        if name not in m:
-            m[name] = np.zeros_like(p)
-            v[name] = np.zeros_like(p)
-        m[name] = opt.beta1 * m[name] + (1.0 - opt.beta1) * g
-        v[name] = opt.beta2 * v[name] + (1.0 - opt.beta2) * g * g
-        m_hat = m[name] / b1c
-        v_hat = v[name] / b2c
-        wd = opt.weight_decay if opt.decays(name) else 0.0
-        p -= (opt.lr * (m_hat / (np.sqrt(v_hat) + opt.eps) + wd * p)).astype(p.dtype)
-
-
 @dataclasses.dataclass
 class TrainState:
     """What llm.c carries from one step to the next: parameters, AdamW moments m and v, and the
@@ -344,7 +264,7 @@ class TorchModel:
     `forward_backward` and `train_steps` take and return numpy arrays (the judge's interface:
     every call starts from the caller's values). A loop of hundreds of steps (`ablate`) or a
     timing (`bench`) keeps parameters, gradients and AdamW moments on the device instead;
-    the math is the same `_forward` and the same llm.c AdamW as `adamw_step`.
+    the math is the same `_forward` and the same `adamw_step` (numerics.adamw).
 
         model = TorchModel(cfg, params, dtype="float32", device="cpu")
         loss = model.loss(x, y)         # forward; x, y int (B, T) numpy or torch
@@ -404,30 +324,16 @@ class TorchModel:
         return out
 
     def step(self, opt: AdamW) -> float:
-        """One llm.c AdamW update from the current gradients (as `adamw_step`: clip scale from the
-        global norm when opt.grad_clip is set, weight decay per opt.decay_scope), then zero the
-        gradients (llm.c gpt2_zero_grad). Returns the global gradient norm before clipping."""
+        """One AdamW update from the current gradients (`adamw_step`, the same code the numpy
+        loop runs), then zero the gradients (llm.c gpt2_zero_grad). Returns the global gradient
+        norm before clipping."""
         torch = self.torch
-        with torch.no_grad():
-            grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p))
-                     for n, p in self.params.items()}
-            # per-tensor norms in the params' dtype, combined in float64 (no float64 copies)
-            norm = math.sqrt(sum(float(g.norm()) ** 2 for g in grads.values()))
-            scale = opt.grad_clip / norm if opt.grad_clip is not None and norm > opt.grad_clip else 1.0
-            self.t += 1
-            b1c = 1.0 - opt.beta1 ** self.t
-            b2c = 1.0 - opt.beta2 ** self.t
-            for name, p in self.params.items():
-                g = grads[name] if scale == 1.0 else grads[name] * scale
-                m, v = self.m[name], self.v[name]
-                m.mul_(opt.beta1).add_(g, alpha=1.0 - opt.beta1)
-                v.mul_(opt.beta2).addcmul_(g, g, value=1.0 - opt.beta2)
-                denom = (v / b2c).sqrt_().add_(opt.eps)  # sqrt(v_hat) + eps
-                wd = opt.weight_decay if opt.decays(name) else 0.0
-                if wd:
-                    p.mul_(1.0 - opt.lr * wd)  # p - lr wd p, with p before the update
-                p.addcdiv_(m, denom, value=-opt.lr / b1c)  # - lr m_hat / (sqrt(v_hat) + eps)
-                p.grad = None
+        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p))
+                 for n, p in self.params.items()}
+        self.t += 1
+        norm = adamw_step(self.params, grads, self.m, self.v, self.t, opt)
+        for p in self.params.values():
+            p.grad = None
         return norm
 
     def numpy_params(self) -> dict[str, np.ndarray]:
