@@ -56,7 +56,8 @@ with the measurements and their source).
 JSON (`gpt2-verify llmc --json`), schema "gpt2-verify/llmc/2":
     {"schema", "verdict": "pass" | "fail", "config": GPTConfig.as_dict(), "seed",
      "weights": "probe" | "plain-init" | "file:PATH",
-     "tolerances": {check kind: {"value", "measured", "unit", "source"}},
+     "tolerances": {check kind: verify.tolerance.Tolerance.to_dict() ("norm" / "rel" / "abs",
+                                 "scale_of", "measured", "source", "text", ...)},
      "checks": [{"binary", "check", "value", "tolerance", "used" (% of the tolerance),
                  "passed", "llmc_says" ("OK" / "NOT OK" as llm.c printed it, or null), "detail"}],
      "builds_compared": [one line per extra build of the same program: its first difference
@@ -82,6 +83,7 @@ from gpt2_verify.reference.init import init_tensors
 from ..formats.checkpoint import write_checkpoint_array
 from ..formats.debug_state import write_debug_state
 from ..formats.tokens import synthetic_pieces, write_shard, write_tokenizer
+from ..tolerance import Tolerance
 
 SCHEMA = "gpt2-verify/llmc/2"
 TRAIN_B, TRAIN_T = 4, 64  # train_gpt2.c main()
@@ -90,51 +92,40 @@ TAIL_LINES = 20
 PROBE_STD_SCALE = 10.0  # at C <= PROBE_WIDTH; above, 10 sqrt(PROBE_WIDTH / C)
 PROBE_WIDTH = 64
 
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """One check's limit (`value`, in `unit`), the worst figure the correct builds gave in the
-    same unit (`measured`) and where both come from."""
-
-    value: float
-    measured: float
-    unit: str
-    source: str
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 _MEASURED = ("measured: llm.c f1e2ace CPU builds `make CC=gcc train_gpt2 test_gpt2` (gcc 12.2 -Ofast "
              "-march=native -fopenmp) and the same with CFLAGS=-O3 NO_OMP=1 (sequential float32 sums), "
              "x86-64 AVX512, glibc 2.36, probe weights, seeds 0-2 of L2 C64 V1000 (B4 T64, B2 T32, "
              "B2 T16, B1 T16), L4 C48 V500 (B2 T32, B2 T16), L3 C96 V2000 (B2 T64, B2 T16), L1 C32 V300 "
              "(B3 T20): 54 runs of each build")
+LOSS_PRINT = 5e-7  # half a unit of the 6th decimal: llm.c prints losses with %f
 # Limits are normwise (relative to the largest reference value of the quantity) so one table
 # serves every width; printed losses add LOSS_PRINT. Each is 10x the worst correct build; the
 # planted bugs of the module docstring land 5.6x (weight decay, one step) to 10^4x beyond.
 TOLERANCES: dict[str, Tolerance] = {
-    "logits": Tolerance(1.4e-5, 1.38e-6, "max |logit diff| / max |reference logit|",
-                        "10x the worst correct build (-O3, L3 C96 V2000 B2 T16 seed 1); " + _MEASURED),
-    "loss": Tolerance(7.2e-6, 7.18e-7, "|loss diff| / |reference loss| (+ 5e-7)",
-                      "10x the worst correct build (-O3, L2 C64 V1000 B4 T64 seed 2: its sequential "
-                      "float32 sum of the B*T losses); " + _MEASURED),
-    "grads": Tolerance(3.5e-5, 3.44e-6, "max |grad diff| / max |reference grad|, per tensor",
-                       "10x the worst correct build over all 16 tensors (-O3, dqkvw, L2 C64 V1000 B1 T16 "
-                       "seed 2); " + _MEASURED),
-    "step_loss": Tolerance(7.2e-6, 7.18e-7, "|step loss diff| / max(|reference step loss|, |reference "
-                                            "step-0 loss|) (+ 5e-7)",
-                           "10x the worst correct build over test_gpt2's 10 and train_gpt2's 10 steps "
-                           "(-O3, L2 C64 V1000 B4 T64 seed 2); " + _MEASURED),
-    "step_drift": Tolerance(6e-7, 5.94e-8, "|least-squares slope of (printed - reference) step losses| "
-                                           "per step / |reference step-0 loss|",
-                            "10x the worst correct build, test_gpt2 and train_gpt2 (-O3, L3 C96 V2000 "
-                            "B2 T64 seed 1); an update error grows with every step while rounding "
-                            "scatters, so the slope sees it before any single step does; " + _MEASURED),
+    "logits": Tolerance(norm=1.4e-5, measured=1.38e-6, scale_of="max|reference logit|",
+                        source="10x the worst correct build (-O3, L3 C96 V2000 B2 T16 seed 1); " + _MEASURED),
+    "loss": Tolerance(rel=7.2e-6, abs=LOSS_PRINT, measured=7.18e-7,
+                      source="10x the worst correct build (-O3, L2 C64 V1000 B4 T64 seed 2: its sequential "
+                             "float32 sum of the B*T losses), + half a unit of the printed 6th decimal; "
+                             + _MEASURED),
+    "grads": Tolerance(norm=3.5e-5, measured=3.44e-6, scale_of="max|reference grad| of the tensor",
+                       source="10x the worst correct build over all 16 tensors (-O3, dqkvw, L2 C64 V1000 "
+                              "B1 T16 seed 2); " + _MEASURED),
+    "step_loss": Tolerance(norm=7.2e-6, abs=LOSS_PRINT, measured=7.18e-7,
+                           scale_of="max(|reference step loss|, |reference step-0 loss|)",
+                           source="10x the worst correct build over test_gpt2's 10 and train_gpt2's 10 steps "
+                                  "(-O3, L2 C64 V1000 B4 T64 seed 2), + half a unit of the printed 6th "
+                                  "decimal; " + _MEASURED),
+    "step_drift": Tolerance(norm=6e-7, measured=5.94e-8,
+                            scale_of="|reference step-0 loss| per step (widened below 10 steps)",
+                            source="least-squares slope of (printed - reference) step losses; 10x the "
+                                   "worst correct build, test_gpt2 and train_gpt2 (-O3, L3 C96 V2000 B2 T64 "
+                                   "seed 1); an update error grows with every step while rounding scatters, "
+                                   "so the slope sees it before any single step does; " + _MEASURED),
 }
-LOSS_PRINT = 5e-7  # half a unit of the 6th decimal: llm.c prints losses with %f
-# test_gpt2.c's own limits: logits and loss 1e-2, gradients 2e-2 (absolute); step losses are
-# compared with pretrained GPT-2's, which is why it prints NOT OK for every step of a random model
-LLMC_LIMITS = {"logits": 1e-2, "loss": 1e-2, "grads": 2e-2, "step_loss": 1e-2}
+# test_gpt2.c's own limits (logits and loss 1e-2, gradients 2e-2, absolute) are
+# numerics.gradflow.TOLERANCES["llmc-test_gpt2.c"]; its step losses are compared with pretrained
+# GPT-2's, which is why it prints NOT OK for every step of a random model
 
 
 def probe_params(cfg: GPTConfig, seed: int, *, plain: bool = False,
@@ -332,14 +323,14 @@ def _ok(flag: bool) -> str:
 
 
 def _loss_tol(ref: float) -> float:
-    return TOLERANCES["loss"].value * abs(ref) + LOSS_PRINT
+    return TOLERANCES["loss"].bound(ref)
 
 
 def _step_tol(ref: float, first: float) -> float:
     """Step losses: relative to the larger of this step's and the first step's loss. float32
     error in the trained parameters carries the scale the run started at: when a model
     memorises its one batch (d12: 12.3 -> 0.44 in 5 steps) the error does not shrink with it."""
-    return TOLERANCES["step_loss"].value * max(abs(ref), abs(first)) + LOSS_PRINT
+    return TOLERANCES["step_loss"].bound(ref, scale=max(abs(ref), abs(first)))
 
 
 def drift(printed: list[float], reference: list[float]) -> float:
@@ -358,7 +349,7 @@ def _drift_tol(first: float, n: int) -> float:
     1 / sqrt(n (n^2 - 1) / 12), so fewer steps widen the limit by that ratio (3 steps: 6.4x);
     more steps keep it (rounding need not stay independent over long runs)."""
     widen = max(1.0, math.sqrt((TEST_STEPS * (TEST_STEPS ** 2 - 1)) / (n * (n * n - 1))))
-    return TOLERANCES["step_drift"].value * abs(first) * widen
+    return TOLERANCES["step_drift"].bound(scale=abs(first)) * widen
 
 
 def _drift_check(name: str, check: str, printed: list[float], reference: list[float]) -> Check | None:
@@ -378,7 +369,7 @@ def judge_test(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if p.logits is None and p.loss is None and not p.grads:
         return [Check(name, "runs", None, None, False, None,
                       f"exit {run.returncode}, no test_gpt2 output recognised; tail:\n{run.tail()}")]
-    tol = TOLERANCES["logits"].value * exp.logits_max
+    tol = TOLERANCES["logits"].bound(scale=exp.logits_max)
     if p.logits is None:
         checks.append(Check(name, "logits", None, tol, False, None, "no logits line"))
     else:
@@ -391,7 +382,7 @@ def judge_test(name: str, run: RunOutput, exp: Expected) -> list[Check]:
         checks.append(Check(name, "loss", d, _loss_tol(exp.loss), d <= _loss_tol(exp.loss), _ok(p.loss[1]),
                             f"printed {p.loss[0]:.6f}, reference {exp.loss:.8f}"))
     for n in TENSOR_NAMES:
-        tol = TOLERANCES["grads"].value * exp.grad_max[n]
+        tol = TOLERANCES["grads"].bound(scale=exp.grad_max[n])
         if n not in p.grads:
             checks.append(Check(name, f"d{n}", None, tol, False, None, "no line for this tensor"))
             continue

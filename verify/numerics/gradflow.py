@@ -43,6 +43,7 @@ from gpt2_verify.reference.config import (
     parameter_table,
 )
 
+from ..tolerance import Tolerance
 from .adamw import ADAMW, adamw_step, adamw_update, global_norm
 
 SCHEMA = "gpt2-verify/gradflow/1"
@@ -736,75 +737,14 @@ def width_sweep(*, widths: Sequence[int] = (32, 64, 128), layers: int = 2, steps
 # ---- tolerance tables and compare_numerics ----------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class Rule:
-    """|cand - ref| allowed: abs + rel * |ref_i| + scale * max|ref| (over the tensor).
-
-    strict:  fail when diff >= allowed (llm.c's logit and loss checks) instead of diff > allowed.
-    arith:   "float32" evaluates like the C code: ref and cand rounded to float32, diff and the
-             allowed error computed in float32 (test_gpt2.cu: t_eff = threshold + fabs(b)*0.079f).
-    literal: "double" when the C code compares a float difference with a double literal
-             (test_gpt2.c's loss: `fabsf(...) >= 1e-2`).
-    nan_passes: the C code tests for failure (`if (diff > t_eff) ok = 0`, `if (diff >= thr)`),
-             and a comparison with NaN is false, so a NaN candidate passes; a rule that tests
-             for success (`ok = ok && (diff <= tol)`) fails it.
-    """
-
-    abs: float = 0.0
-    rel: float = 0.0
-    scale: float = 0.0
-    strict: bool = False
-    arith: str = "float64"
-    literal: str = "float"
-    nan_passes: bool = False
-
-    def describe(self) -> str:
-        parts = []
-        if self.abs:
-            parts.append(f"{self.abs:g}")
-        if self.rel:
-            parts.append(f"{self.rel:g}*|ref|")
-        if self.scale:
-            parts.append(f"{self.scale:g}*max|ref|")
-        op = "<" if self.strict else "<="
-        return f"|a-b| {op} " + (" + ".join(parts) or "0")
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "text": self.describe()}
-
-    def evaluate(self, cand: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(diff, allowed, ok) elementwise."""
-        if self.arith == "float32":
-            a = np.asarray(cand, dtype=np.float32)
-            b = np.asarray(ref, dtype=np.float32)
-            diff = np.abs(a - b)
-            allowed = np.full(b.shape, np.float32(self.abs), dtype=np.float32)
-            if self.rel:
-                allowed = allowed + np.abs(b) * np.float32(self.rel)
-            if self.scale:
-                allowed = allowed + np.float32(self.scale) * np.max(np.abs(b), initial=np.float32(0))
-            if self.literal == "double":
-                diff, allowed = diff.astype(np.float64), np.full(b.shape, float(self.abs))
-        else:
-            a = np.asarray(cand, dtype=np.float64)
-            b = np.asarray(ref, dtype=np.float64)
-            diff = np.abs(a - b)
-            allowed = self.abs + self.rel * np.abs(b) + self.scale * np.max(np.abs(b), initial=0.0)
-            allowed = np.broadcast_to(allowed, b.shape)
-        with np.errstate(invalid="ignore"):
-            if self.nan_passes:  # the C code's failure test, negated: NaN compares false
-                ok = ~(diff >= allowed) if self.strict else ~(diff > allowed)
-            else:
-                ok = diff < allowed if self.strict else diff <= allowed
-        return diff, allowed, np.asarray(ok)
-
-
-@dataclasses.dataclass(frozen=True)
 class ToleranceTable:
+    """One Tolerance (verify.tolerance) per compared quantity."""
+
     name: str
     source: str  # where the numbers come from
-    logits: Rule | None  # None: not compared by this rule
-    loss: Rule | None
-    grads: Mapping[str, Rule]  # llm.c tensor name -> rule (missing: not compared)
+    logits: Tolerance | None  # None: not compared by this table
+    loss: Tolerance | None
+    grads: Mapping[str, Tolerance]  # llm.c tensor name -> tolerance (missing: not compared)
     wte_rows: str = "Vp"  # "V": compare dwte over V rows only (test_gpt2.c)
 
     def to_dict(self) -> dict:
@@ -845,38 +785,42 @@ def _round_up_1sig(x: float) -> float:
 
 
 def _fp32_table() -> ToleranceTable:
-    k = {q: _round_up_1sig(FP32_MARGIN * v) for q, v in FP32_MEASURED.items()}
-    return ToleranceTable(
-        "fp32-cpu",
-        f"float32 CPU path vs the float64 judge: {FP32_MARGIN:g}x the worst measured normwise "
-        f"error (measure_fp32_errors)",
-        logits=Rule(scale=k["logits"]), loss=Rule(rel=k["loss"]),
-        grads={n: Rule(scale=k[n]) for n in TENSOR_NAMES})
+    src = (f"float32 CPU path vs the float64 judge: {FP32_MARGIN:g}x the worst measured normwise "
+           f"error (measure_fp32_errors)")
 
+    def tol(q: str, kind: str) -> Tolerance:
+        return Tolerance(**{kind: _round_up_1sig(FP32_MARGIN * FP32_MEASURED[q])}, measured=FP32_MEASURED[q],
+                         source=src)
+
+    return ToleranceTable("fp32-cpu", src, logits=tol("logits", "norm"), loss=tol("loss", "rel"),
+                          grads={n: tol(n, "norm") for n in TENSOR_NAMES})
+
+
+_TEST_GPT2_C = ("llm.c test_gpt2.c: logits `diff >= 1e-2f` fails, loss `fabsf(...) >= 1e-2` fails, "
+                "check_tensor `diff <= 2e-2f` passes; dwte compared over V*C values")
+_TEST_GPT2_CU_BF16 = ("llm.c test_gpt2.cu, BF16 build: logits `diff >= 25.0f` fails; check_tensor passes "
+                      "`diff <= threshold + fabs(ref) * 0.079f` with per-tensor thresholds; the step-0 loss "
+                      "is read but never compared")
+_TEST_GPT2_CU_FP32 = ("llm.c test_gpt2.cu, FP32 build: logits `diff >= 1e-3f` fails; check_tensor passes "
+                      "`diff <= 1e-6f + fabs(ref) * 0.079f`; the step-0 loss is read but never compared")
+_C = dict(arith="float32")  # evaluated as the C code does, in float
 
 TOLERANCES: dict[str, ToleranceTable] = {
     "fp32-cpu": _fp32_table(),
     "llmc-test_gpt2.c": ToleranceTable(
-        "llmc-test_gpt2.c",
-        "llm.c test_gpt2.c: logits `diff >= 1e-2f` fails, loss `fabsf(...) >= 1e-2` fails, "
-        "check_tensor `diff <= 2e-2f` passes; dwte compared over V*C values",
-        logits=Rule(abs=1e-2, strict=True, arith="float32", nan_passes=True),
-        loss=Rule(abs=1e-2, strict=True, arith="float32", literal="double", nan_passes=True),
-        grads={n: Rule(abs=2e-2, arith="float32") for n in TENSOR_NAMES}, wte_rows="V"),
+        "llmc-test_gpt2.c", _TEST_GPT2_C,
+        logits=Tolerance(abs=1e-2, strict=True, nan_passes=True, source=_TEST_GPT2_C, **_C),
+        loss=Tolerance(abs=1e-2, strict=True, literal="double", nan_passes=True, source=_TEST_GPT2_C, **_C),
+        grads={n: Tolerance(abs=2e-2, source=_TEST_GPT2_C, **_C) for n in TENSOR_NAMES}, wte_rows="V"),
     "llmc-test_gpt2.cu-bf16": ToleranceTable(
-        "llmc-test_gpt2.cu-bf16",
-        "llm.c test_gpt2.cu, BF16 build: logits `diff >= 25.0f` fails; check_tensor passes "
-        "`diff <= threshold + fabs(ref) * 0.079f` with per-tensor thresholds; the step-0 loss "
-        "is read but never compared",
-        logits=Rule(abs=25.0, strict=True, arith="float32", nan_passes=True), loss=None,
-        grads={n: Rule(abs=t, rel=_CU_EPSILON, arith="float32", nan_passes=True)
+        "llmc-test_gpt2.cu-bf16", _TEST_GPT2_CU_BF16,
+        logits=Tolerance(abs=25.0, strict=True, nan_passes=True, source=_TEST_GPT2_CU_BF16, **_C), loss=None,
+        grads={n: Tolerance(abs=t, rel=_CU_EPSILON, nan_passes=True, source=_TEST_GPT2_CU_BF16, **_C)
                for n, t in zip(TENSOR_NAMES, _CU_BF16_THRESHOLDS)}),
     "llmc-test_gpt2.cu-fp32": ToleranceTable(
-        "llmc-test_gpt2.cu-fp32",
-        "llm.c test_gpt2.cu, FP32 build: logits `diff >= 1e-3f` fails; check_tensor passes "
-        "`diff <= 1e-6f + fabs(ref) * 0.079f`; the step-0 loss is read but never compared",
-        logits=Rule(abs=1e-3, strict=True, arith="float32", nan_passes=True), loss=None,
-        grads={n: Rule(abs=1e-6, rel=_CU_EPSILON, arith="float32", nan_passes=True)
+        "llmc-test_gpt2.cu-fp32", _TEST_GPT2_CU_FP32,
+        logits=Tolerance(abs=1e-3, strict=True, nan_passes=True, source=_TEST_GPT2_CU_FP32, **_C), loss=None,
+        grads={n: Tolerance(abs=1e-6, rel=_CU_EPSILON, nan_passes=True, source=_TEST_GPT2_CU_FP32, **_C)
                for n in TENSOR_NAMES}),
 }
 
@@ -891,7 +835,7 @@ class QuantityResult:
     mismatched: int
     used: float  # max diff / allowed, in % (> 100: fails)
     passed: bool
-    rule: Rule
+    rule: Tolerance
     double_passes: bool  # a candidate 2x the reference would pass this rule
 
     def to_dict(self) -> dict:
@@ -925,7 +869,7 @@ class NumericsReport:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def _compare_one(quantity: str, ref: np.ndarray, cand: np.ndarray, rule: Rule) -> QuantityResult:
+def _compare_one(quantity: str, ref: np.ndarray, cand: np.ndarray, rule: Tolerance) -> QuantityResult:
     diff, allowed, ok = rule.evaluate(cand, ref)
     diff = np.asarray(diff, dtype=np.float64)
     allowed = np.asarray(allowed, dtype=np.float64)
@@ -951,7 +895,7 @@ def compare_numerics(reference, candidate: Mapping[str, Any], *,
     table does not compare are skipped; a rule under which a candidate of 2x the reference
     would pass is reported as "too loose" (a warning about the rule, not the candidate)."""
     table = TOLERANCES[tolerances] if isinstance(tolerances, str) else tolerances
-    pairs: list[tuple[str, np.ndarray, np.ndarray, Rule]] = []
+    pairs: list[tuple[str, np.ndarray, np.ndarray, Tolerance]] = []
     findings: list[Finding] = []
     cl = candidate.get("logits")
     if cl is not None and table.logits is not None:
