@@ -204,6 +204,18 @@ def test_merge_two_machines_into_one_table(tmp_path, capsys):
     assert "bf16-autocast" in table and "float32" in table
 
 
+def test_merge_refuses_a_measurement_twice(tmp_path, capsys):
+    a, rec = _bench(tmp_path)
+    copied = tmp_path / "copy.json"
+    copied.write_text(json.dumps(rec))
+    for second, why in ((a, "the same file given twice"), (copied, "a row copied between files")):
+        capsys.readouterr()
+        assert main(["bench", "--merge", str(a), str(second), "-o", str(tmp_path / "m.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err and str(second) in err, err
+        assert not (tmp_path / "m.json").exists()
+
+
 def _bad_records(rec):
     def edit(f):
         r = copy.deepcopy(rec)

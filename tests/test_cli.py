@@ -70,6 +70,7 @@ def test_init_torch_profile_and_seed(tmp_path, capsys):
     (["init", "d6", "--seed", "-1", "-o", "X"], "--seed -1 out of range"),
     (["init", "d6"], "required"),
     (["frobnicate"], "invalid choice"),
+    ([], "the following arguments are required: command (see gpt2-verify --help)"),
     (["golden", "check", "nope"], "unknown golden name"),
 ])
 def test_bad_usage_exit_2_one_line(capsys, tmp_path, argv, needle):
@@ -77,6 +78,7 @@ def test_bad_usage_exit_2_one_line(capsys, tmp_path, argv, needle):
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert err.count("gpt2-verify") <= 2 and not err.startswith("gpt2-verify: error: gpt2-verify")
     assert not (tmp_path / "X").exists()
 
 
@@ -129,7 +131,17 @@ def test_checksum_command_json(tmp_path, capsys):
     code, _, _ = run(capsys, "checksum", *SMALL, "--seed", "0", "--json", str(js))
     assert code == 0
     data = json.loads(js.read_text())
+    assert data["schema"] == "gpt2-verify/checksum/1"
     assert data["sha256_fp32"] == LLMC_SHA256[(2, 64, 4, 50257, 50304, 1024, 0)]
+
+
+def test_checksum_json_to_a_file_still_prints_the_digests(tmp_path, capsys):
+    js = tmp_path / "c.json"
+    code, out, _ = run(capsys, "checksum", *SMALL, "--seed", "0", "--json", str(js))
+    digest = LLMC_SHA256[(2, 64, 4, 50257, 50304, 1024, 0)]
+    assert code == 0 and f"sha256 fp32 {digest}" in out and f"wrote {js}" in out
+    code, out, _ = run(capsys, "checksum", *SMALL, "--seed", "0", "--json", "-")
+    assert code == 0 and json.loads(out)["sha256_fp32"] == digest  # '-': stdout carries only the JSON
 
 
 def test_golden_check_command(capsys):

@@ -66,9 +66,9 @@ buffered (stdbuf -oL) so that at the time limit the steps printed so far still c
 prints only whole steps). train_gpt2cu (CUDA) takes flags and prints another step line: not
 supported yet.
 
-JSON (schema "gpt2-verify/bench/1"): {"schema", "tool_version", "rows": [row, ...]} with the
-row fields of ROW_FIELDS (extra keys allowed); `merge` validates records and concatenates
-their rows; `render` prints one table grouped by config.
+JSON (schema "gpt2-verify/bench/1"): {"schema", "tool_version", "rows": [row, ...]}, the row
+fields typed in verify.records.BenchRow (extra keys allowed); `merge` validates records and
+concatenates their rows; `render` prints one table grouped by config.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import gc
+import json
 import math
 import os
 import platform
@@ -93,23 +94,11 @@ from typing import Callable, Sequence
 import numpy as np
 from gpt2_verify.reference.config import GPTConfig
 
-from . import __version__
 from .errors import InputError
 from .progress import Progress
+from .records import BenchRecord, load_json, parse
 
-SCHEMA = "gpt2-verify/bench/1"
-STAT_KEYS = ("median", "min", "max", "q1", "q3")
-DEVICE_FIELDS = {"kind": str, "name": str, "cpu_model": str, "cores": int, "threads": int,
-                 "gpu_name": (str, type(None)), "gpu_memory_bytes": (int, type(None)), "torch": str,
-                 "cuda": (str, type(None)), "driver": (str, type(None)), "host": str}
-# row key -> accepted types; "stats" / "stats|null" are {median, min, max, q1, q3} dicts
-ROW_FIELDS = {"device": "device", "impl": str, "config": dict, "descriptor": (str, type(None)),
-              "batch": int, "seq": int, "dtype": str, "compile": bool, "fwd_s": "stats|null",
-              "bwd_s": "stats|null", "opt_s": "stats|null", "step_s": "stats",
-              "tokens_per_s": float, "flops_per_token": float, "achieved_tflops": float,
-              "peak_tflops": (float, type(None)), "peak_source": (str, type(None)),
-              "mfu": (float, type(None)), "peak_memory_bytes": (int, type(None))}
-IMPLS = ("reference", "llmc")
+SCHEMA = BenchRecord.SCHEMA
 LLMC_B, LLMC_T = 4, 64  # train_gpt2.c main(): int B = 4; int T = 64
 
 
@@ -249,7 +238,7 @@ def _driver() -> str | None:
 
 
 def device_facts(kind: str, *, threads: int) -> dict:
-    """The facts that tell one machine's rows from another's (DEVICE_FIELDS). cores: logical
+    """The facts that tell one machine's rows from another's (verify.records.BenchDevice). cores: logical
     CPUs this process may use; threads: torch's (or llm.c's OMP) threads for the row."""
     import torch
 
@@ -567,73 +556,48 @@ def bench_llmc(binary: str, cfg: GPTConfig, *, seed: int = 42, threads: int | No
 # ---- records: validate, merge, render -------------------------------------------------------
 
 def record(rows: list[dict]) -> dict:
-    return {"schema": SCHEMA, "tool_version": __version__, "rows": rows}
-
-
-def _type_ok(v, want) -> bool:
-    if want is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if isinstance(want, tuple):
-        return any(_type_ok(v, w) for w in want)
-    if want is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    return isinstance(v, want)
+    """The JSON record of `rows` (verify.records.BenchRecord), validated."""
+    return BenchRecord.make(rows=rows).to_dict()
 
 
 def validate_record(obj, source: str) -> list[dict]:
-    """The rows of a bench record; InputError naming `source`, the row and the field otherwise."""
+    """The rows of a bench record (verify.records.BenchRecord), extra keys kept; InputError
+    naming `source`, the row and the field otherwise."""
     if not isinstance(obj, dict):
         raise InputError(source, "not a bench record (a JSON object expected)")
-    if obj.get("schema") != SCHEMA:
-        raise InputError(source, f"schema is {obj.get('schema')!r}, expected {SCHEMA!r} "
-                                 f"(write it with gpt2-verify bench --json)")
-    rows = obj.get("rows")
-    if not isinstance(rows, list):
-        raise InputError(source, "'rows' must be a list")
-    for i, row in enumerate(rows):
-        where = f"row {i}"
-        if not isinstance(row, dict):
-            raise InputError(source, f"{where} is not an object")
-        for key, want in ROW_FIELDS.items():
-            if key not in row:
-                raise InputError(source, f"{where} lacks {key!r}")
-            v = row[key]
-            if want == "device":
-                if not isinstance(v, dict):
-                    raise InputError(source, f"{where}: 'device' must be an object")
-                for dk, dw in DEVICE_FIELDS.items():
-                    if dk not in v or not _type_ok(v[dk], dw):
-                        raise InputError(source, f"{where}: device[{dk!r}] missing or of the wrong type")
-            elif want in ("stats", "stats|null"):
-                if v is None and want == "stats|null":
-                    continue
-                if not isinstance(v, dict) or any(not _type_ok(v.get(k), float) for k in STAT_KEYS):
-                    raise InputError(source, f"{where}: {key!r} must hold finite {', '.join(STAT_KEYS)}")
-            elif not _type_ok(v, want):
-                raise InputError(source, f"{where}: {key!r} = {v!r} has the wrong type or is not finite")
-        if row["impl"] not in IMPLS:
-            raise InputError(source, f"{where}: impl {row['impl']!r} is not one of {IMPLS}")
-        try:
-            GPTConfig.from_dict(row["config"])
-        except Exception as e:  # noqa: BLE001 - any malformed config dict is bad input
-            raise InputError(source, f"{where}: bad config {row['config']!r}: {e}") from None
-    return rows
+    rec = parse(obj, source, expect=(BenchRecord,))
+    return [row.to_dict() for row in rec.rows]
 
 
 def load_record(path: str) -> list[dict]:
-    from .records import load_json
-
     return validate_record(load_json(path), path)
 
 
 def merge(paths: Sequence[str]) -> dict:
-    """One record holding the rows of every file, in order (each file validated)."""
-    rows = []
+    """One record holding the rows of every file, in order (each file validated). The same
+    file twice, or a row that is in two files (the same measurement copied), is refused: the
+    table would count it twice."""
+    rows: list[dict] = []
+    seen: dict[str, tuple[str, int]] = {}  # a row's canonical JSON -> (file, row index)
     for p in paths:
-        rows += load_record(p)
+        for i, row in enumerate(load_record(p)):
+            key = json.dumps(row, sort_keys=True)
+            if key in seen:
+                q, j = seen[key]
+                same = "the same file given twice" if _same_file(p, q) else "a row copied between files"
+                raise InputError(p, f"row {i} is row {j} of {q} ({same}); merge each measurement once")
+            seen[key] = (p, i)
+            rows.append(row)
     out = record(rows)
     out["merged_from"] = list(paths)
     return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _config_label(cfg: dict) -> str:

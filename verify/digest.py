@@ -16,8 +16,6 @@ import numpy as np
 from gpt2_verify.reference.bf16 import f32_to_bf16_bits
 from gpt2_verify.reference.config import TensorSpec
 
-STATS_SCHEMA = "gpt2-verify/stats/1"  # `gpt2-verify stats FILE --json`
-
 
 @dataclasses.dataclass
 class TensorDigest:

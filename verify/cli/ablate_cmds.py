@@ -86,10 +86,13 @@ def cmd_ablate(args) -> int:
             F.require_matplotlib()
         except F.MatplotlibMissing as e:
             raise InputError(None, str(e)) from None
-        pngs = {"loss_curves.png": F.ablation_curves(summary["schemes"], entropy_rate=data.entropy_rate,
+        from ..records import AblateSummary
+
+        schemes = AblateSummary.from_dict(summary).schemes
+        pngs = {"loss_curves.png": F.ablation_curves(schemes, entropy_rate=data.entropy_rate,
                                                      target_loss=target),
-                "final_loss.png": F.ablation_final(summary["schemes"]),
-                "grad_norm_profile.png": F.grad_norm_profiles(summary["schemes"])}
+                "final_loss.png": F.ablation_final(schemes),
+                "grad_norm_profile.png": F.grad_norm_profiles(schemes)}
         for name, png in pngs.items():
             with atomic_output(Path(args.output) / name) as fh:
                 fh.write(png)

@@ -16,7 +16,10 @@ from ..errors import InputError
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + 2 lines)
-        raise InputError(None, f"{self.prog}: {message} (see --help)")
+        # main() prints "gpt2-verify: error: ": name only the subcommand here, not the program again
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        where = f"{sub}: " if sub else ""
+        raise InputError(None, f"{where}{message} (see {self.prog} --help)")
 
 
 # ---- config arguments shared by init and checksum ---------------------------------------------

@@ -58,13 +58,17 @@ def cmd_checksum(args) -> int:
         d = digest_stream(background(iter_params(cfg, args.seed, args.profile, scheme=scheme)),
                           progress=bar)
     if args.json:
-        out = {"config": cfg.as_dict(), "seed": args.seed, "profile": args.profile,
-               "scheme": scheme.label, **d.as_dict()}
-        emit_json(args.json, out)
-    else:
-        print(f"{cfg.describe()} seed {args.seed} profile {args.profile} scheme {scheme.label}")
-        print(f"sha256 fp32 {d.sha256_fp32}")
-        print(f"sha256 bf16 {d.sha256_bf16}")
+        from ..records import ChecksumRecord
+
+        emit_json(args.json, ChecksumRecord.make(config=cfg.as_dict(), seed=args.seed, profile=args.profile,
+                                                 scheme=scheme.to_dict(), **d.as_dict()).to_dict())
+        if args.json == "-":  # stdout carries only the JSON
+            return EXIT_OK
+    print(f"{cfg.describe()} seed {args.seed} profile {args.profile} scheme {scheme.label}")
+    print(f"sha256 fp32 {d.sha256_fp32}")
+    print(f"sha256 bf16 {d.sha256_bf16}")
+    if args.json:
+        print(f"wrote {args.json} ({ChecksumRecord.SCHEMA}: the digests and per-tensor statistics)")
     return EXIT_OK
 
 
@@ -87,11 +91,11 @@ def cmd_stats(args) -> int:
         with Progress(header.config.num_params_padded, "stats") as bar:
             rows = list(digest_stream(pairs(), bf16=False, progress=bar).tensors.values())
     if args.json:
-        from ..digest import STATS_SCHEMA
+        from ..records import StatsRecord
 
-        emit_json(args.json, {"schema": STATS_SCHEMA, "file": args.file, "config": header.config.as_dict(),
-                              "dtype": header.dtype,
-                              "tensors": {d.name: d.as_dict() for d in rows}})
+        emit_json(args.json, StatsRecord.make(file=args.file, config=header.config.as_dict(),
+                                              dtype=header.dtype,
+                                              tensors={d.name: d.as_dict() for d in rows}).to_dict())
         if args.json == "-":  # stdout carries only the JSON
             return EXIT_CHECK_FAILED if any(d.nonfinite for d in rows) else EXIT_OK
     print(f"{args.file}: {header.config.describe()}, {header.dtype}, "
@@ -114,7 +118,10 @@ def cmd_params(args) -> int:
     cfg = config_from_args(args)
     scheme = scheme_from_args(args, cfg)
     if args.json:
-        emit_json(args.json, {"config": cfg.as_dict(), **scheme.to_dict(), "tensors": scheme.law_table()})
+        from ..records import ParamsRecord
+
+        emit_json(args.json, ParamsRecord.make(config=cfg.as_dict(), **scheme.to_dict(),
+                                               tensors=scheme.law_table()).to_dict())
         if args.json == "-":
             return EXIT_OK
     print(cfg.describe())

@@ -191,14 +191,15 @@ def cmd_gradflow(args) -> int:
     verdict = "fail" if failed else "pass"
 
     if args.json:
-        out = {"schema": G.SCHEMA, "verdict": verdict, "config": cfg.as_dict(), "model": model_info,
-               "tokens": tokens, "loss": G._f(ref.loss),
-               "gradients": {"source": gsource, **grad_report.to_dict()},
-               "activations": acts.to_dict(),
-               "numerics": None if numerics is None else numerics.to_dict(),
-               "width_sweep": None if sweep is None else sweep.to_dict(),
-               "findings": [{"section": s, **f.to_dict()} for s, f in findings]}
-        emit_json(args.json, out)
+        from ..records import GradflowRecord
+
+        out = GradflowRecord.make(
+            verdict=verdict, config=cfg.as_dict(), model=model_info, tokens=tokens, loss=G._f(ref.loss),
+            gradients={"source": gsource, **grad_report.to_dict()}, activations=acts.to_dict(),
+            numerics=None if numerics is None else numerics.to_dict(),
+            width_sweep=None if sweep is None else sweep.to_dict(),
+            findings=[{"section": s, **f.to_dict()} for s, f in findings])
+        emit_json(args.json, out.to_dict())
         if args.json == "-":
             return EXIT_CHECK_FAILED if failed else EXIT_OK
 

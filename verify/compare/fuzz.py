@@ -38,13 +38,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Flaky
 from hypothesis.strategies import SearchStrategy
 
-from .. import __version__
+from ..records import FuzzRecord
 from ..strategies import gpt2_configs, seeds
 from .candidate import Candidate, as_candidate, run_candidate
 from .compare import compare
 from .report import check_require
 
-SCHEMA = "gpt2-verify/fuzz/1"
+SCHEMA = FuzzRecord.SCHEMA
 _PROBE = GPTConfig(2, 16, 2, vocab=64, max_seq_len=8)  # resolves a scheme once, before any example
 
 
@@ -84,13 +84,16 @@ class FuzzResult:
     def verdict(self) -> str:
         return "fail" if self.failure else "pass"
 
+    def to_record(self) -> FuzzRecord:
+        """The typed JSON record (verify.records.FuzzRecord), validated."""
+        return FuzzRecord.make(verdict=self.verdict, candidate=self.candidate, require=self.require,
+                               profile=self.profile, examples_run=self.examples_run,
+                               shrink_runs=self.shrink_runs, max_params=self.max_params,
+                               hypothesis_seed=self.hypothesis_seed, scheme=self.scheme,
+                               failure=self.failure.to_dict() if self.failure else None, note=self.note)
+
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "tool": "gpt2-verify", "version": __version__, "verdict": self.verdict,
-                "candidate": self.candidate, "require": self.require, "profile": self.profile,
-                "examples_run": self.examples_run, "shrink_runs": self.shrink_runs,
-                "max_params": self.max_params, "hypothesis_seed": self.hypothesis_seed,
-                "scheme": self.scheme,
-                "failure": self.failure.to_dict() if self.failure else None, "note": self.note}
+        return self.to_record().to_dict()
 
     def render(self) -> str:
         if not self.failure:

@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .. import __version__
+from ..records import CompareRecord
 from .grade import VERDICTS, TensorGrade, layer_ranges, worst
 
-SCHEMA = "gpt2-verify/compare/1"
+SCHEMA = CompareRecord.SCHEMA
 REQUIRE_LEVELS = ("exact", "close", "distribution")
 
 
@@ -101,17 +101,20 @@ class Report:
         return f"{self.verdict}: {why}{more}" if self.verdict != "exact" else \
             f"exact: all {len(self.tensors)} tensors bit-identical"
 
+    def to_record(self) -> CompareRecord:
+        """The typed JSON record (verify.records.CompareRecord), validated."""
+        return CompareRecord.make(
+            verdict=self.verdict, require=self.require, passed=self.passed(),
+            file=self.file, config=self.config, against=self.against,
+            profile=self.profile, seed=self.seed, tolerance=self.tolerance,
+            problems=list(self.problems),
+            tensors=[t.to_dict() for t in self.tensors],
+            first_divergence=self.first_divergence, causes=list(self.causes),
+            scheme=self.scheme, diagnosis=self.diagnosis,
+        )
+
     def to_dict(self) -> dict:
-        return {
-            "schema": SCHEMA, "tool": "gpt2-verify", "version": __version__,
-            "verdict": self.verdict, "require": self.require, "passed": self.passed(),
-            "file": self.file, "config": self.config, "against": self.against,
-            "profile": self.profile, "seed": self.seed, "tolerance": self.tolerance,
-            "problems": list(self.problems),
-            "tensors": [t.to_dict() for t in self.tensors],
-            "first_divergence": self.first_divergence, "causes": list(self.causes),
-            "scheme": self.scheme, "diagnosis": self.diagnosis,
-        }
+        return self.to_record().to_dict()
 
     def render(self) -> str:
         f = self.file

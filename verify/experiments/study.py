@@ -32,13 +32,13 @@ import numpy as np
 from gpt2_verify.reference.config import GPTConfig, parameter_table
 from gpt2_verify.reference.schemes import parse_override, resolve
 
-from .. import __version__
 from ..atomic import write_text_atomic
 from ..errors import InputError
+from ..records import AblateRun, AblateSettings, AblateSummary
 from .sources import Tokens, batch
 
-RUN_SCHEMA = "gpt2-verify/ablate-run/1"
-SCHEMA = "gpt2-verify/ablate/1"
+RUN_SCHEMA = AblateRun.SCHEMA
+SCHEMA = AblateSummary.SCHEMA
 FINAL_FRACTION = 0.1  # final loss = mean train loss over the last 10% of steps
 
 
@@ -244,13 +244,13 @@ def train_run(s: Settings, arm: Arm, seed: int, data: Tokens, *,
             on_step(step, value)
     if diverged_at is None:
         evaluate(s.steps)
-    return {"schema": RUN_SCHEMA, "tool_version": __version__, "label": arm.label, "scheme": arm.scheme,
-            "overrides": list(arm.overrides), "seed": seed, "settings": s.to_dict(),
-            "init": resolve(arm.scheme, cfg, profile=s.profile, overrides=arm.overrides).to_dict(),
-            "train_loss": [v if math.isfinite(v) else None for v in train_loss],
-            "val_loss": [[st, v if math.isfinite(v) else None] for st, v in val_loss],
-            "grad_norm": grad_norm, "act_rms": act_rms, "diverged": diverged_at is not None,
-            "diverged_at": diverged_at, "wall_s": time.monotonic() - t0}
+    return AblateRun.make(
+        label=arm.label, scheme=arm.scheme, overrides=list(arm.overrides), seed=seed, settings=s.to_dict(),
+        init=resolve(arm.scheme, cfg, profile=s.profile, overrides=arm.overrides).to_dict(),
+        train_loss=[v if math.isfinite(v) else None for v in train_loss],
+        val_loss=[[st, v if math.isfinite(v) else None] for st, v in val_loss],
+        grad_norm=grad_norm, act_rms=act_rms, diverged=diverged_at is not None,
+        diverged_at=diverged_at, wall_s=time.monotonic() - t0).to_dict()
 
 
 # ---- summary ----------------------------------------------------------------------------------
@@ -330,14 +330,13 @@ def summarize(s: Settings, runs: dict[tuple[str, int], dict], data: Tokens) -> d
         a, b = e["final_loss"], ref["final_loss"] if ref else None
         e["overlaps_reference"] = (None if e is ref or not a["n"] or not b or not b["n"]
                                    else not (a["hi"] < b["lo"] or b["hi"] < a["lo"]))
-    return {"schema": SCHEMA, "tool_version": __version__, "config": s.config.as_dict(),
-            "data": data.to_dict(),
-            "steps": s.steps, "seeds": list(s.seeds), "batch": s.batch, "seq": s.seq, "lr": s.lr,
-            "optimizer": dataclasses.asdict(s.optimizer()), "target_loss": s.target_loss,
-            "final_loss_definition": f"mean train loss over the last {FINAL_FRACTION:.0%} of steps",
-            "reference": ref["name"] if ref else None, "schemes": schemes,
-            "runs": sorted(run_file(Arm(r["scheme"], tuple(r["overrides"])), r["seed"])
-                           for r in runs.values())}
+    return AblateSummary.make(
+        config=s.config.as_dict(), data=data.to_dict(), steps=s.steps, seeds=list(s.seeds), batch=s.batch,
+        seq=s.seq, lr=s.lr, optimizer=dataclasses.asdict(s.optimizer()), target_loss=s.target_loss,
+        final_loss_definition=f"mean train loss over the last {FINAL_FRACTION:.0%} of steps",
+        reference=ref["name"] if ref else None, schemes=schemes,
+        runs=sorted(run_file(Arm(r["scheme"], tuple(r["overrides"])), r["seed"]) for r in runs.values())
+    ).to_dict()
 
 
 # ---- the ablation: resume, progress -----------------------------------------------------------
@@ -349,7 +348,7 @@ def run_ablation(s: Settings, data: Tokens, out_dir: str | os.PathLike, *, force
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     settings_path = out / "ablation.json"
-    mine = {"schema": "gpt2-verify/ablate-settings/1", "digest": s.digest(), **s.to_dict()}
+    mine = AblateSettings.make(digest=s.digest(), **s.to_dict()).to_dict()
     if settings_path.exists() and not force:
         try:
             old = json.loads(settings_path.read_text())
@@ -366,12 +365,12 @@ def run_ablation(s: Settings, data: Tokens, out_dir: str | os.PathLike, *, force
             path = out / run_file(arm, seed)
             if path.exists() and not force:
                 try:
-                    rec = json.loads(path.read_text())
-                    if rec.get("schema") == RUN_SCHEMA and rec.get("settings") == s.to_dict():
+                    rec = AblateRun.from_dict(json.loads(path.read_text())).to_dict()
+                    if rec["settings"] == s.to_dict():
                         runs[(arm.label, seed)] = rec
                         continue
-                except (OSError, ValueError):
-                    pass  # a damaged file is redone
+                except (OSError, ValueError):  # RecordError is a ValueError
+                    pass  # a damaged or foreign file is redone
             todo.append((arm, seed))
     total = len(s.arms) * len(s.seeds)
     with Progress(len(todo) * s.steps, f"ablate ({len(runs)} runs done before)", enabled=progress,

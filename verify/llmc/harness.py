@@ -85,7 +85,6 @@ from ..formats.debug_state import write_debug_state
 from ..formats.tokens import synthetic_pieces, write_shard, write_tokenizer
 from ..tolerance import Tolerance
 
-SCHEMA = "gpt2-verify/llmc/2"
 TRAIN_B, TRAIN_T = 4, 64  # train_gpt2.c main()
 TEST_STEPS = 10  # test_gpt2.c runs 10 steps
 TAIL_LINES = 20
@@ -470,12 +469,16 @@ class HarnessReport:
     def verdict(self) -> str:
         return "pass" if self.checks and all(c.passed for c in self.checks) else "fail"
 
+    def to_record(self):
+        """The typed JSON record (verify.records.LlmcRecord), validated."""
+        from ..records import LlmcRecord
+
+        return LlmcRecord.make(verdict=self.verdict, config=self.config, seed=self.seed, weights=self.weights,
+                               tolerances={k: t.to_dict() for k, t in TOLERANCES.items()},
+                               checks=[c.to_dict() for c in self.checks], builds_compared=list(self.notes))
+
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "verdict": self.verdict, "config": self.config, "seed": self.seed,
-                "weights": self.weights,
-                "tolerances": {k: t.to_dict() for k, t in TOLERANCES.items()},
-                "checks": [c.to_dict() for c in self.checks],
-                "builds_compared": list(self.notes)}
+        return self.to_record().to_dict()
 
     def render(self) -> str:
         w = max([24] + [len(_label(c.binary)) for c in self.checks])

@@ -46,8 +46,6 @@ from gpt2_verify.reference.config import (
 from ..tolerance import Tolerance
 from .adamw import ADAMW, adamw_step, adamw_update, global_norm
 
-SCHEMA = "gpt2-verify/gradflow/1"
-
 # ---- thresholds (each one's reason is where it is used) ---------------------------------------
 
 # A layer's gradient norm vs the median of its neighbours' (same tensor, layers within

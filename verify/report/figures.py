@@ -175,20 +175,19 @@ def init_layers(stats: list) -> bytes:
 # ---- compare ----------------------------------------------------------------------------------
 
 
-def compare_std_ratios(tensors: list[dict]) -> bytes:
-    """std / expected std per random tensor (bars hatched by verdict) and per layer for the
-    per-layer tensors that are not exact/close."""
+def compare_std_ratios(tensors: list) -> bytes:
+    """std / expected std per random tensor (verify.records.CompareTensor; bars hatched by
+    verdict) and per layer for the per-layer tensors that are not exact/close."""
     plt = _plt()
-    rnd = [t for t in tensors if t.get("std_ratio") is not None]
-    per_layer = [t for t in rnd if t.get("layers") and t.get("verdict") in ("distribution", "mismatch")]
+    rnd = [t for t in tensors if t.std_ratio is not None]
+    per_layer = [t for t in rnd if t.layers and t.verdict in ("distribution", "mismatch")]
     ncols = 2 if per_layer else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 3.6), squeeze=False)
     ax = axes[0][0]
     verdicts = ["exact", "close", "distribution", "mismatch"]
     for i, t in enumerate(rnd):
-        v = t.get("verdict")
-        k = verdicts.index(v) if v in verdicts else 3
-        ax.bar(i, t["std_ratio"], color=COLORS[k + 1], hatch=HATCHES[k], edgecolor=COLORS[0])
+        k = verdicts.index(t.verdict) if t.verdict in verdicts else 3
+        ax.bar(i, t.std_ratio, color=COLORS[k + 1], hatch=HATCHES[k], edgecolor=COLORS[0])
     from matplotlib.patches import Patch
 
     handles = [
@@ -196,7 +195,7 @@ def compare_std_ratios(tensors: list[dict]) -> bytes:
         for k, v in enumerate(verdicts)
     ]
     ax.axhline(1.0, color=COLORS[0], linestyle="--", linewidth=1)
-    ax.set_xticks(range(len(rnd)), [t["name"] for t in rnd], rotation=30, fontsize=8)
+    ax.set_xticks(range(len(rnd)), [t.name for t in rnd], rotation=30, fontsize=8)
     ax.set_ylabel("std / expected std")
     ax.set_yscale("log")
     ax.set_title("whole tensors", fontsize=9)
@@ -204,9 +203,9 @@ def compare_std_ratios(tensors: list[dict]) -> bytes:
     if per_layer:
         ax = axes[0][1]
         for i, t in enumerate(per_layer):
-            layers = [r["layer"] for r in t["layers"] if r.get("std_ratio") is not None]
-            ratios = [r["std_ratio"] for r in t["layers"] if r.get("std_ratio") is not None]
-            ax.plot(layers, ratios, label=t["name"], **style(i))
+            layers = [r.layer for r in t.layers if r.std_ratio is not None]
+            ratios = [r.std_ratio for r in t.layers if r.std_ratio is not None]
+            ax.plot(layers, ratios, label=t.name, **style(i))
         ax.axhline(1.0, color=COLORS[0], linestyle="--", linewidth=1)
         ax.set_yscale("log")
         ax.set_xlabel("layer")
@@ -252,22 +251,22 @@ def rowcol_std(rc, *, layers: int) -> bytes:
 # ---- gradient flow ----------------------------------------------------------------------------
 
 
-def gradflow_bars(rows: list[dict], blocks: list, embed, expected_ratio) -> bytes:
-    """Grouped bars of the gradient norm per layer and tensor (log scale), and mean |x| of the
-    residual stream after the embedding and each block."""
+def gradflow_bars(rows: list, blocks: list, embed, expected_ratio) -> bytes:
+    """Grouped bars of the gradient norm per layer and tensor (rows: verify.records.GradRow;
+    log scale), and mean |x| of the residual stream after the embedding and each block."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12.0, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     ax = axes[0]
-    per_layer = [r for r in rows if r.get("layer") is not None]
-    names = list(dict.fromkeys(r["tensor"] for r in per_layer))
-    layers = sorted({r["layer"] for r in per_layer})
+    per_layer = [r for r in rows if r.layer is not None]
+    names = list(dict.fromkeys(r.tensor for r in per_layer))
+    layers = sorted({r.layer for r in per_layer})
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
         xs, ys = [], []
         for r in per_layer:
-            if r["tensor"] == name and r.get("grad_norm") is not None and r["grad_norm"] > 0:
-                xs.append(r["layer"] + (i - (len(names) - 1) / 2) * width)
-                ys.append(r["grad_norm"])
+            if r.tensor == name and r.grad_norm is not None and r.grad_norm > 0:
+                xs.append(r.layer + (i - (len(names) - 1) / 2) * width)
+                ys.append(r.grad_norm)
         ax.bar(
             xs,
             ys,
@@ -306,11 +305,11 @@ def gradflow_bars(rows: list[dict], blocks: list, embed, expected_ratio) -> byte
     return _png(fig)
 
 
-def width_sweep(sweep: dict) -> bytes:
-    """Coordinate check: mean |x| against width, log-log, one panel per step, one line per
-    quantity (a width-independent parametrization gives flat lines)."""
-    widths = sweep["widths"]
-    scales = sweep["scales"]
+def width_sweep(sweep) -> bytes:
+    """Coordinate check (verify.records.WidthSweep): mean |x| against width, log-log, one panel
+    per step, one line per quantity (a width-independent parametrization gives flat lines)."""
+    widths = sweep.widths
+    scales = sweep.scales
     quantities = list(scales)
     steps = len(next(iter(scales.values()))) if scales else 0
     fig, axes = _grid(steps, ncols=min(steps, 4), size=(3.8, 3.2))
@@ -332,31 +331,32 @@ def width_sweep(sweep: dict) -> bytes:
 # ---- ablation ---------------------------------------------------------------------------------
 
 
-def ablation_curves(schemes: list[dict], *, entropy_rate=None, target_loss=None) -> bytes:
-    """Training loss (solid) and validation loss (dotted) per scheme: mean over seeds with the
+def ablation_curves(schemes: list, *, entropy_rate=None, target_loss=None) -> bytes:
+    """Training loss (solid) and validation loss (dotted) per scheme (verify.records.AblateScheme):
+    mean over seeds with the
     lo..hi band (hatched). Left: every step, log scale (bad inits start far above); right: the
     last two thirds of training, linear, where the schemes separate."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
-    last = max((max(s["curve"]["step"]) for s in schemes if (s.get("curve") or {}).get("step")), default=0)
+    last = max((max(s.curve.step) for s in schemes if s.curve is not None and s.curve.step), default=0)
     zoom_from = last // 3
     for ax, zoom in zip(axes, (False, True)):
         ys = []
         for i, s in enumerate(schemes):
             st = style(i)
             for key, dotted in (("curve", False), ("val_curve", True)):
-                c = s.get(key) or {}
-                keep = [k for k, step in enumerate(c.get("step") or []) if not zoom or step >= zoom_from]
-                if not keep or any(c["mean"][k] is None for k in keep):
+                c = getattr(s, key)
+                keep = [k for k, step in enumerate(c.step if c else []) if not zoom or step >= zoom_from]
+                if not keep or any(c.mean[k] is None for k in keep):
                     continue
-                steps = [c["step"][k] for k in keep]
-                mean = [c["mean"][k] for k in keep]
+                steps = [c.step[k] for k in keep]
+                mean = [c.mean[k] for k in keep]
                 ys += mean
                 ax.plot(steps, mean, color=st["color"], linestyle=":" if dotted else st["linestyle"],
                         marker=st["marker"], markevery=max(1, len(steps) // 8), markersize=3 if dotted else 4,
-                        label=f"{s['name']} (val)" if dotted else s["name"])
-                if not dotted and c.get("lo") and c.get("hi"):
-                    ax.fill_between(steps, [c["lo"][k] for k in keep], [c["hi"][k] for k in keep],
+                        label=f"{s.name} (val)" if dotted else s.name)
+                if not dotted and c.lo and c.hi:
+                    ax.fill_between(steps, [c.lo[k] for k in keep], [c.hi[k] for k in keep],
                                     facecolor="none", edgecolor=st["color"],
                                     hatch=HATCHES[(i + 1) % len(HATCHES)], linewidth=0)
         if entropy_rate is not None:
@@ -379,46 +379,47 @@ def ablation_curves(schemes: list[dict], *, entropy_rate=None, target_loss=None)
     return _png(fig)
 
 
-def ablation_final(schemes: list[dict]) -> bytes:
+def ablation_final(schemes: list) -> bytes:
     """Final loss per scheme: each seed's value (dots) and the interval lo..hi (bar)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(schemes) + 1.5))
     for i, s in enumerate(schemes):
-        f = s.get("final_loss") or {}
-        if f.get("mean") is None:
+        f = s.final_loss
+        if f.mean is None:
             continue
-        lo, hi = f.get("lo", f["mean"]), f.get("hi", f["mean"])
+        lo = f.mean if f.lo is None else f.lo
+        hi = f.mean if f.hi is None else f.hi
         ax.errorbar(
-            [f["mean"]],
+            [f.mean],
             [i],
-            xerr=[[f["mean"] - lo], [hi - f["mean"]]],
+            xerr=[[f.mean - lo], [hi - f.mean]],
             fmt=MARKERS[i % 8],
             color=COLORS[i % len(COLORS)],
             capsize=4,
         )
-        vals = f.get("values") or []
+        vals = f.values
         ax.plot(vals, [i + 0.2] * len(vals), linestyle="none", marker="|", color=COLORS[0])
-    ax.set_yticks(range(len(schemes)), [s["name"] for s in schemes], fontsize=8)
+    ax.set_yticks(range(len(schemes)), [s.name for s in schemes], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("final loss: mean, interval lo..hi, seeds (|)")
     fig.tight_layout()
     return _png(fig)
 
 
-def grad_norm_profiles(schemes: list[dict]) -> bytes:
+def grad_norm_profiles(schemes: list) -> bytes:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 3.6))
     for i, s in enumerate(schemes):
-        g = s.get("grad_norm_profile") or {}
-        if not g.get("layer"):
+        g = s.grad_norm_profile
+        if g is None or not g.layer:
             continue
         st = style(i)
-        ax.plot(g["layer"], g["mean"], label=s["name"], **st)
-        if g.get("lo") and g.get("hi"):
+        ax.plot(g.layer, g.mean, label=s.name, **st)
+        if g.lo and g.hi:
             ax.fill_between(
-                g["layer"],
-                g["lo"],
-                g["hi"],
+                g.layer,
+                g.lo,
+                g.hi,
                 facecolor="none",
                 edgecolor=st["color"],
                 hatch=HATCHES[(i + 1) % len(HATCHES)],

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from gpt2_verify.reference.config import GPTConfig
-
 from ..atomic import atomic_output, write_text_atomic
 from ..errors import InputError
 from ..progress import Progress
@@ -47,16 +45,6 @@ def _verdict_html(verdict: str | None, passed: bool | None = None) -> str:
         return "-"
     bad = passed is False or verdict in ("fail", "mismatch")
     return f'<span class="{"fail" if bad else "pass"}">{esc(verdict)}</span>'
-
-
-def _cfg_text(cfg: dict | None) -> str:
-    if not isinstance(cfg, dict):
-        return "-"
-    tag = f"{cfg['descriptor']}: " if cfg.get("descriptor") else ""
-    return (
-        f"{tag}L={cfg.get('layers')} C={cfg.get('channels')} NH={cfg.get('heads')} V={cfg.get('vocab')} "
-        f"Vp={cfg.get('padded_vocab')} maxT={cfg.get('max_seq_len')}"
-    )
 
 
 def _name_of(inp: Input) -> str:
@@ -195,17 +183,23 @@ def stats_section(doc: Document, inp: Input, init) -> None:
     mean and std its expected laws give (reference.schemes.SchemeInit.moments)."""
     r = inp.record
     name = _name_of(inp)
-    doc.add(f'<h2 id="sec-stats-{esc(slug(name))}">Checkpoint statistics: {esc(r.get("file"))}</h2>')
-    doc.add(f"<p>Config {esc(_cfg_text(r.get('config')))}; {esc(r.get('dtype'))}; expected under "
+    doc.add(f'<h2 id="sec-stats-{esc(slug(name))}">Checkpoint statistics: {esc(r.file)}</h2>')
+    doc.add(f"<p>Config {esc(r.config.describe())}; {esc(r.dtype)}; expected under "
             f"{esc(init.label)} (whole tensors: padded rows and constant parts included).</p>")
+    _digest_table(doc, r.tensors, init)
+
+
+def _digest_table(doc: Document, tensors: dict, init) -> None:
+    """Per-tensor statistics (verify.records.TensorDigest) against the whole-tensor mean and std
+    the expected laws give (reference.schemes.SchemeInit.moments)."""
     rows = []
-    for tname, t in (r.get("tensors") or {}).items():
+    for tname, t in tensors.items():
         mean, std = init.moments(tname)
-        ratio = t["std"] / std if std else None
-        rows.append([esc(tname), esc("x".join(map(str, t.get("shape") or []))), num(t.get("numel")),
-                     num(t.get("mean"), ".4g"), num(mean, ".4g"), num(t.get("std"), ".4g"), num(std, ".4g"),
-                     num(ratio, ".4g"), num(t.get("min"), ".4g"), num(t.get("max"), ".4g"),
-                     num(t.get("nonfinite"))])
+        ratio = t.std / std if std else None
+        rows.append([esc(tname), esc("x".join(map(str, t.shape))), num(t.numel),
+                     num(t.mean, ".4g"), num(mean, ".4g"), num(t.std, ".4g"), num(std, ".4g"),
+                     num(ratio, ".4g"), num(t.min, ".4g"), num(t.max, ".4g"),
+                     num(t.nonfinite)])
     doc.add(table(["tensor", "shape", "numel", "mean", "expected mean", "std", "expected std", "std ratio",
                    "min", "max", "NaN/Inf"], rows, numeric=set(range(2, 11)), raw={0, 1}))
 
@@ -213,40 +207,45 @@ def stats_section(doc: Document, inp: Input, init) -> None:
 def compare_section(doc: Document, inp: Input, rowcol: dict[str, object] | None) -> None:
     r = inp.record
     name = _name_of(inp)
-    f = r.get("file") or {}
-    against = r.get("against") or {}
     doc.add(f'<h2 id="sec-compare-{esc(slug(name))}">Comparison: {esc(inp.path)}</h2>')
+    _compare_body(doc, r, name, rowcol)
+
+
+def _compare_body(doc: Document, r, name: str, rowcol: dict[str, object] | None) -> None:
+    """A compare record (verify.records.CompareRecord): its verdict, tensor table, figures and
+    where the stream diverged. Also the failing example of a fuzz record."""
+    f, against = r.file, r.against
     where = (
-        f"reference init, seed {against.get('seed')}, profile {against.get('profile')}"
-        if against.get("kind") == "reference"
-        else f"file {against.get('path')}"
+        f"reference init, seed {against.seed}, profile {against.profile}"
+        if against.kind == "reference"
+        else f"file {against.path}"
     )
-    scheme = (r.get("scheme") or {}).get("label") or against.get("scheme") or "gpt2"
+    scheme = r.scheme.label if r.scheme else against.scheme or "gpt2"
     doc.add(
-        f"<p>Candidate {esc(f.get('path'))} ({esc(f.get('format'))}, layout {esc(f.get('layout'))}, "
-        f"{esc(f.get('dtype'))}); config {esc(_cfg_text(r.get('config')))}; against {esc(where)}, scheme "
-        f"<code>{esc(scheme)}</code>. Verdict {_verdict_html(r.get('verdict'), r.get('passed'))} "
-        f"(require {esc(r.get('require'))}: {'pass' if r.get('passed') else 'FAIL'}).</p>"
+        f"<p>Candidate {esc(f.path)} ({esc(f.format)}, layout {esc(f.layout)}, "
+        f"{esc(f.dtype)}); config {esc(r.config.describe())}; against {esc(where)}, scheme "
+        f"<code>{esc(scheme)}</code>. Verdict {_verdict_html(r.verdict, r.passed)} "
+        f"(require {esc(r.require)}: {'pass' if r.passed else 'FAIL'}).</p>"
     )
-    tensors = r.get("tensors") or []
+    tensors = r.tensors
     rows = []
     for t in tensors:
         rows.append(
             [
-                esc(t.get("name")),
-                esc("x".join(map(str, t.get("shape") or []))),
-                _verdict_html(t.get("verdict")),
-                num(t.get("differing")),
-                num(t.get("mismatched")),
-                num(t.get("max_abs_diff"), ".3g"),
-                num(t.get("std"), ".5g"),
-                num(t.get("expected_std"), ".5g"),
-                num(t.get("std_ratio"), ".4g"),
-                esc(t.get("reason")),
+                esc(t.name),
+                esc("x".join(map(str, t.shape))),
+                _verdict_html(t.verdict),
+                num(t.differing),
+                num(t.mismatched),
+                num(t.max_abs_diff, ".3g"),
+                num(t.std, ".5g"),
+                num(t.expected_std, ".5g"),
+                num(t.std_ratio, ".4g"),
+                esc(t.reason),
             ]
         )
     figs = []
-    if any(t.get("std_ratio") is not None for t in tensors):
+    if any(t.std_ratio is not None for t in tensors):
         figs.append(
             doc.figure(
                 f"compare-{name}-std-ratio",
@@ -255,13 +254,12 @@ def compare_section(doc: Document, inp: Input, rowcol: dict[str, object] | None)
                 "verdict) and per layer for the tensors that are not exact or close; dashed: 1.",
             )
         )
-    cfg = r.get("config") or {}
     for tname, rc in (rowcol or {}).items():
         per_layer = tname not in ("wte", "wpe")
         figs.append(
             doc.figure(
                 f"compare-{name}-{tname}-rows-cols",
-                F.rowcol_std(rc, layers=cfg.get("layers", 1) if per_layer else 1),
+                F.rowcol_std(rc, layers=r.config.layers if per_layer else 1),
                 f"{name}: where {tname} differs: std of each row and each column (streamed from "
                 f"the model file), dashed: the expected std.",
             )
@@ -287,42 +285,38 @@ def compare_section(doc: Document, inp: Input, rowcol: dict[str, object] | None)
             raw={0, 1, 2, 9},
         )
     )
-    for p in r.get("problems") or []:
+    for p in r.problems:
         doc.add(f'<p class="fail">problem: {esc(p)}</p>')
-    d = r.get("first_divergence")
+    d = r.first_divergence
     if d:
-        at = ", ".join(map(str, d.get("index") or []))
-        layer = f" (layer {d['layer']})" if d.get("layer") is not None else ""
+        at = ", ".join(map(str, d.index))
+        layer = f" (layer {d.layer})" if d.layer is not None else ""
         doc.add(
             f"<p><b>First divergence</b> (llm.c's draw order): "
-            f"{esc(d.get('tensor'))}[{esc(at)}]{esc(layer)}: "
-            f"{num(d.get('candidate'), '.6g')} vs reference {num(d.get('reference'), '.6g')}"
-            + (f"; {esc(d['cause'])}" if d.get("cause") else "")
+            f"{esc(d.tensor)}[{esc(at)}]{esc(layer)}: "
+            f"{num(d.candidate, '.6g')} vs reference {num(d.reference, '.6g')}"
+            + (f"; {esc(d.cause)}" if d.cause else "")
             + "</p>"
         )
-    causes = r.get("causes") or []
-    if causes:
+    if r.causes:
         doc.add(
             "<p><b>Stream diagnosis</b>:</p><ul>"
-            + "".join(f"<li>{esc(c.get('cause'))}</li>" for c in causes)
+            + "".join(f"<li>{esc(c.cause)}</li>" for c in r.causes)
             + "</ul>"
         )
-    if r.get("diagnosis"):
-        doc.add(f'<p class="note">{esc(r["diagnosis"])}</p>')
+    if r.diagnosis:
+        doc.add(f'<p class="note">{esc(r.diagnosis)}</p>')
     for x in figs:
         doc.place(x)
 
 
-def mismatching_tensors(record: dict) -> list[str]:
-    """Random tensors a compare record grades distribution/mismatch, worst first."""
+def mismatching_tensors(record) -> list[str]:
+    """Random tensors a compare record (verify.records.CompareRecord) grades distribution or
+    mismatch, worst first."""
     order = {"mismatch": 0, "distribution": 1}
-    bad = [
-        t
-        for t in record.get("tensors") or []
-        if t.get("verdict") in order and t.get("std_ratio") is not None and len(t.get("shape") or []) >= 2
-    ]
-    bad.sort(key=lambda t: order[t["verdict"]])
-    return [t["name"] for t in bad][:MAX_ROWCOL_FIGURES]
+    bad = [t for t in record.tensors if t.verdict in order and t.std_ratio is not None and len(t.shape) >= 2]
+    bad.sort(key=lambda t: order[t.verdict])
+    return [t.name for t in bad][:MAX_ROWCOL_FIGURES]
 
 
 # ---- gradient flow ----------------------------------------------------------------------------
@@ -331,54 +325,47 @@ def mismatching_tensors(record: dict) -> list[str]:
 def gradflow_section(doc: Document, inp: Input) -> None:
     r = inp.record
     name = _name_of(inp)
-    g = r.get("gradients") or {}
-    acts = r.get("activations") or {}
-    tok = r.get("tokens") or {}
+    g, acts, tok = r.gradients, r.activations, r.tokens
     doc.add(f'<h2 id="sec-gradflow-{esc(slug(name))}">Gradient flow: {esc(inp.path)}</h2>')
-    lb = g.get("loss_bound")
-    bound = f"; random-init bound [{num(lb.get('lo'))}, {num(lb.get('hi'))}]" if lb else ""
+    lb = g.loss_bound
+    bound = f"; random-init bound [{num(lb.lo)}, {num(lb.hi)}]" if lb else ""
     doc.add(
-        f"<p>Config {esc(_cfg_text(r.get('config')))}; model {esc((r.get('model') or {}).get('source'))}; "
-        f"tokens B={esc(tok.get('batch'))} T={esc(tok.get('seq'))}; gradients {esc(g.get('source'))}; "
-        f"loss {num(r.get('loss'), '.6f')}{esc(bound)}. Verdict {_verdict_html(r.get('verdict'))}.</p>"
+        f"<p>Config {esc(r.config.describe())}; model {esc(r.model.source)}; "
+        f"tokens B={esc(tok.batch)} T={esc(tok.seq)}; gradients {esc(g.source)}; "
+        f"loss {num(r.loss, '.6f')}{esc(bound)}. Verdict {_verdict_html(r.verdict)}.</p>"
     )
     figs = [
         doc.figure(
             f"gradflow-{name}-norms-scales",
-            F.gradflow_bars(
-                g.get("rows") or [],
-                acts.get("blocks") or [],
-                acts.get("embed"),
-                acts.get("expected_last_over_embed"),
-            ),
+            F.gradflow_bars(g.rows, acts.blocks, acts.embed, acts.expected_last_over_embed),
             f"{name}: gradient norm per layer and tensor (bars, log scale) and mean |x| of the "
             "residual stream after the embedding and each block; dashed: the level GPT-2's "
             "1/sqrt(2L) scaling predicts after the last block.",
         )
     ]
-    sweep = r.get("width_sweep")
-    if sweep and sweep.get("scales"):
+    sweep = r.width_sweep
+    if sweep and sweep.scales:
         figs.append(
             doc.figure(
                 f"gradflow-{name}-width-sweep",
                 F.width_sweep(sweep),
                 f"{name}: coordinate check: mean |x| of each quantity against the width (log-log), "
-                f"init {sweep.get('init')}, at init and after each AdamW step; flat lines mean "
+                f"init {sweep.init}, at init and after each AdamW step; flat lines mean "
                 "width-independent coordinates.",
             )
         )
     doc.add("<p>" + ", ".join(doc.ref(x) for x in figs) + ".</p>")
     rows = [
         [
-            esc(t.get("tensor")),
-            num(t.get("grad_norm"), ".4g"),
-            num(t.get("update_ratio"), ".3g"),
-            num(t.get("norm_spread"), ".3g"),
-            num(t.get("ratio_spread"), ".3g"),
-            esc(t.get("min_layer")),
-            esc(t.get("max_layer")),
+            esc(t.tensor),
+            num(t.grad_norm, ".4g"),
+            num(t.update_ratio, ".3g"),
+            num(t.norm_spread, ".3g"),
+            num(t.ratio_spread, ".3g"),
+            esc(t.min_layer),
+            esc(t.max_layer),
         ]
-        for t in g.get("tensors") or []
+        for t in g.tensors
     ]
     doc.add(
         table(
@@ -396,12 +383,12 @@ def gradflow_section(doc: Document, inp: Input) -> None:
             raw={0, 5, 6},
         )
     )
-    if sweep and sweep.get("slopes"):
-        srows = [[esc(q), *[num(x, ".3f") for x in v]] for q, v in sweep["slopes"].items()]
-        steps = len(next(iter(sweep["slopes"].values()), []))
+    if sweep and sweep.slopes:
+        srows = [[esc(q), *[num(x, ".3f") for x in v]] for q, v in sweep.slopes.items()]
+        steps = len(next(iter(sweep.slopes.values()), []))
         doc.add(
             f"<p>Width sweep slopes (d log mean|x| / d log width; flagged above "
-            f"{num(sweep.get('slope_limit'), 'g')}):</p>"
+            f"{num(sweep.slope_limit, 'g')}):</p>"
         )
         doc.add(
             table(
@@ -411,21 +398,21 @@ def gradflow_section(doc: Document, inp: Input) -> None:
                 raw={0},
             )
         )
-    numerics = r.get("numerics")
+    numerics = r.numerics
     if numerics:
         nrows = [
             [
-                esc(x.get("quantity")),
-                num(x.get("max_abs"), ".3g"),
-                num(x.get("max_rel"), ".3g"),
-                num(x.get("mismatched")),
-                bar(x.get("used_percent")),
-                num(x.get("used_percent"), ".1f"),
-                _verdict_html("pass" if x.get("passed") else "fail"),
+                esc(x.quantity),
+                num(x.max_abs, ".3g"),
+                num(x.max_rel, ".3g"),
+                num(x.mismatched),
+                bar(x.used_percent),
+                num(x.used_percent, ".1f"),
+                _verdict_html("pass" if x.passed else "fail"),
             ]
-            for x in numerics.get("results") or []
+            for x in numerics.results
         ]
-        table_name = (numerics.get("table") or {}).get("name")
+        table_name = numerics.table.get("name")
         doc.add(
             f"<p>Candidate gradients against the float64 reference, tolerance table {esc(table_name)}:</p>"
         )
@@ -437,21 +424,21 @@ def gradflow_section(doc: Document, inp: Input) -> None:
                 raw={0, 4, 6},
             )
         )
-    _findings(doc, r.get("findings") or [])
+    _findings(doc, r.findings)
     for x in figs:
         doc.place(x)
 
 
-def _findings(doc: Document, findings: list[dict]) -> None:
+def _findings(doc: Document, findings: list) -> None:
     if not findings:
         doc.add("<p>No findings.</p>")
         return
     rows = [
         [
-            _verdict_html("fail" if f.get("severity") == "fail" else "warn"),
-            esc(f.get("section")),
-            esc(f.get("check")),
-            esc(f.get("reason")),
+            _verdict_html("fail" if f.severity == "fail" else "warn"),
+            esc(f.section),
+            esc(f.check),
+            esc(f.reason),
         ]
         for f in findings
     ]
@@ -464,25 +451,25 @@ def _findings(doc: Document, findings: list[dict]) -> None:
 def llmc_section(doc: Document, inp: Input) -> None:
     r = inp.record
     name = _name_of(inp)
-    checks = r.get("checks") or []
-    failed = [c for c in checks if not c.get("passed")]
+    checks = r.checks
+    failed = [c for c in checks if not c.passed]
     doc.add(f'<h2 id="sec-llmc-{esc(slug(name))}">llm.c harness: {esc(inp.path)}</h2>')
     doc.add(
-        f"<p>Config {esc(_cfg_text(r.get('config')))}; seed {esc(r.get('seed'))}; weights "
-        f"{esc(r.get('weights'))}. Verdict {_verdict_html(r.get('verdict'))}: {len(failed)} of {len(checks)} "
+        f"<p>Config {esc(r.config.describe())}; seed {esc(r.seed)}; weights "
+        f"{esc(r.weights)}. Verdict {_verdict_html(r.verdict)}: {len(failed)} of {len(checks)} "
         "checks failed. The bar shows the share of the tolerance used (striped: over 100 %).</p>"
     )
     rows = [
         [
-            esc(c.get("binary")),
-            esc(c.get("check")),
-            num(c.get("value"), ".3g"),
-            num(c.get("tolerance"), ".3g"),
-            bar(c.get("used")),
-            num(c.get("used"), ".1f"),
-            _verdict_html("ok" if c.get("passed") else "FAIL", c.get("passed")),
-            esc(c.get("llmc_says")),
-            esc(c.get("detail")),
+            esc(c.binary),
+            esc(c.check),
+            num(c.value, ".3g"),
+            num(c.tolerance, ".3g"),
+            bar(c.used),
+            num(c.used, ".1f"),
+            _verdict_html("ok" if c.passed else "FAIL", c.passed),
+            esc(c.llmc_says),
+            esc(c.detail),
         ]
         for c in checks
     ]
@@ -494,7 +481,7 @@ def llmc_section(doc: Document, inp: Input) -> None:
             raw=set(range(9)),
         )
     )
-    notes = r.get("builds_compared") or []
+    notes = r.builds_compared
     if notes:
         doc.add("<p>Builds compared:</p><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
 
@@ -502,36 +489,37 @@ def llmc_section(doc: Document, inp: Input) -> None:
 # ---- ablation ---------------------------------------------------------------------------------
 
 
-def _interval(s: dict | None) -> str:
-    if not s or s.get("mean") is None:
+def _interval(s) -> str:
+    """An interval over seeds (verify.records.Interval) as 'mean [lo, hi] (n=N)'."""
+    if s is None or s.mean is None:
         return "-"
-    return f"{num(s.get('mean'))} [{num(s.get('lo'))}, {num(s.get('hi'))}] (n={s.get('n')})"
+    return f"{num(s.mean)} [{num(s.lo)}, {num(s.hi)}] (n={s.n})"
 
 
 def ablation_section(doc: Document, inp: Input) -> None:
     r = inp.record
     name = _name_of(inp)
-    data = r.get("data") or {}
-    schemes = r.get("schemes") or []
+    data = r.data
+    schemes = r.schemes
     doc.add(f'<h2 id="sec-ablation-{esc(slug(name))}">Ablation: {esc(inp.path)}</h2>')
     doc.add(
-        f"<p>Config {esc(_cfg_text(r.get('config')))}; data {esc(data.get('kind'))}: "
-        f"{esc(data.get('description'))}"
+        f"<p>Config {esc(r.config.describe())}; data {esc(data.kind)}: "
+        f"{esc(data.description)}"
         + (
-            f" (entropy rate {num(data.get('entropy_rate'))} nats/token)"
-            if data.get("entropy_rate") is not None
+            f" (entropy rate {num(data.entropy_rate)} nats/token)"
+            if data.entropy_rate is not None
             else ""
         )
-        + f"; {esc(r.get('steps'))} steps, seeds {esc(r.get('seeds'))}, B={esc(r.get('batch'))} "
-        f"T={esc(r.get('seq'))}, lr {esc(r.get('lr'))}"
-        + (f", target loss {num(r.get('target_loss'))}" if r.get("target_loss") is not None else "")
+        + f"; {esc(r.steps)} steps, seeds {esc(r.seeds)}, B={esc(r.batch)} "
+        f"T={esc(r.seq)}, lr {esc(r.lr)}"
+        + (f", target loss {num(r.target_loss)}" if r.target_loss is not None else "")
         + ".</p>"
     )
     figs = [
         doc.figure(
             f"ablation-{name}-loss-curves",
             F.ablation_curves(
-                schemes, entropy_rate=data.get("entropy_rate"), target_loss=r.get("target_loss")
+                schemes, entropy_rate=data.entropy_rate, target_loss=r.target_loss
             ),
             f"{name}: training loss per scheme (mean over seeds, hatched band lo..hi), validation "
             "loss dotted.",
@@ -542,7 +530,7 @@ def ablation_section(doc: Document, inp: Input) -> None:
             f"{name}: final loss per scheme: mean with its interval and each seed's value.",
         ),
     ]
-    if any((s.get("grad_norm_profile") or {}).get("layer") for s in schemes):
+    if any(s.grad_norm_profile is not None and s.grad_norm_profile.layer for s in schemes):
         figs.append(
             doc.figure(
                 f"ablation-{name}-grad-norms",
@@ -553,13 +541,13 @@ def ablation_section(doc: Document, inp: Input) -> None:
     doc.add("<p>" + ", ".join(doc.ref(x) for x in figs) + ".</p>")
     rows = [
         [
-            esc(s.get("name")),
-            esc(s.get("scheme")),
-            esc(" ".join(s.get("overrides") or [])),
-            esc(_interval(s.get("final_loss"))),
-            esc(_interval(s.get("best_loss"))),
-            esc(_interval(s.get("steps_to_target"))),
-            esc(", ".join(map(str, s.get("diverged") or [])) or "none"),
+            esc(s.name),
+            esc(s.scheme),
+            esc(" ".join(s.overrides)),
+            esc(_interval(s.final_loss)),
+            esc(_interval(s.best_loss)),
+            esc(_interval(s.steps_to_target)),
+            esc(", ".join(map(str, s.diverged)) or "none"),
         ]
         for s in schemes
     ]
@@ -585,22 +573,20 @@ def ablation_section(doc: Document, inp: Input) -> None:
 # ---- bench ------------------------------------------------------------------------------------
 
 
-def _bench_label(row: dict) -> str:
-    dev = row.get("device") or {}
-    cfg = row.get("config") or {}
-    what = row.get("descriptor") or (f"L{cfg.get('layers')} C{cfg.get('channels')}" if cfg else "?")
-    device = dev.get("gpu_name") or dev.get("cpu_model") or dev.get("name") or dev.get("kind")
+def _bench_label(row) -> str:
+    """One row (verify.records.BenchRow): 'reference d12 B4 T64 fp32 | AMD EPYC'."""
+    what = row.descriptor or f"L{row.config.layers} C{row.config.channels}"
     return (
-        f"{row.get('impl')} {what} B{row.get('batch')} T{row.get('seq')} {row.get('dtype')}"
-        + (" compiled" if row.get("compile") else "")
-        + f" | {device}"
+        f"{row.impl} {what} B{row.batch} T{row.seq} {row.dtype}"
+        + (" compiled" if row.compile else "")
+        + f" | {row.device.label()}"
     )
 
 
 def bench_section(doc: Document, inp: Input) -> None:
     r = inp.record
     name = _name_of(inp)
-    rows = r.get("rows") or []
+    rows = r.rows
     doc.add(f'<h2 id="sec-bench-{esc(slug(name))}">Benchmark: {esc(inp.path)}</h2>')
     labels = [_bench_label(x) for x in rows]
     figs = []
@@ -608,28 +594,28 @@ def bench_section(doc: Document, inp: Input) -> None:
         figs.append(
             doc.figure(
                 f"bench-{name}-throughput-mfu",
-                F.bench_bars(labels, [x.get("tokens_per_s") for x in rows], [x.get("mfu") for x in rows]),
+                F.bench_bars(labels, [x.tokens_per_s for x in rows], [x.mfu for x in rows]),
                 f"{name}: training throughput (tokens/s, log scale) and model FLOPs utilisation "
                 "per configuration and device.",
             )
         )
         doc.add(
-            "<p>" + ", ".join(doc.ref(x) for x in figs) + f"; tool version {esc(r.get('tool_version'))}.</p>"
+            "<p>" + ", ".join(doc.ref(x) for x in figs) + f"; tool version {esc(r.tool_version)}.</p>"
         )
     trows = []
     for x in rows:
-        st = x.get("step_s") or {}
-        mem = x.get("peak_memory_bytes")
+        st = x.step_s
+        mem = x.peak_memory_bytes
         trows.append(
             [
                 esc(_bench_label(x)),
-                num(st.get("median"), ".4g"),
-                f"{num(st.get('q1'), '.4g')} .. {num(st.get('q3'), '.4g')}",
-                num(x.get("tokens_per_s"), ",.0f"),
-                num(x.get("achieved_tflops"), ".3g"),
-                num(x.get("peak_tflops"), ".4g"),
-                num(None if x.get("mfu") is None else 100 * x["mfu"], ".2f"),
-                esc(x.get("peak_source")),
+                num(st.median, ".4g"),
+                f"{num(st.q1, '.4g')} .. {num(st.q3, '.4g')}",
+                num(x.tokens_per_s, ",.0f"),
+                num(x.achieved_tflops, ".3g"),
+                num(x.peak_tflops, ".4g"),
+                num(None if x.mfu is None else 100 * x.mfu, ".2f"),
+                esc(x.peak_source),
                 num(None if mem is None else mem / 2**20, ",.0f"),
             ]
         )
@@ -655,11 +641,86 @@ def bench_section(doc: Document, inp: Input) -> None:
         doc.place(x)
 
 
+# ---- checksum, fuzz, ablation run --------------------------------------------------------------
+
+
+def checksum_section(doc: Document, inp: Input, init) -> None:
+    """`gpt2-verify checksum --json`: the reference init's digests and per-tensor statistics,
+    against the whole-tensor moments of the scheme it was drawn under."""
+    r = inp.record
+    name = _name_of(inp)
+    doc.add(f'<h2 id="sec-checksum-{esc(slug(name))}">Reference checksum: {esc(inp.path)}</h2>')
+    doc.add(
+        f"<p>Config {esc(r.config.describe())}; seed {esc(r.seed)}, profile {esc(r.profile)}, scheme "
+        f"<code>{esc(r.scheme.label)}</code>; {num(r.numel)} values. SHA-256 of the float32 stream "
+        f"<code>{esc(r.sha256_fp32)}</code>, of the bf16 stream <code>{esc(r.sha256_bf16)}</code>: a "
+        "file written by `gpt2-verify init` with these settings has the first as its body's hash.</p>"
+    )
+    _digest_table(doc, r.tensors, init)
+    doc.add(table(["tensor", "sha256 of its float32 values"],
+                  [[esc(k), f"<code>{esc(t.sha256_fp32)}</code>"] for k, t in r.tensors.items()],
+                  raw={0, 1}))
+
+
+def fuzz_section(doc: Document, inp: Input) -> None:
+    """`gpt2-verify fuzz --json`: how many examples ran and, on failure, the smallest failing
+    config with its comparison."""
+    r = inp.record
+    name = _name_of(inp)
+    doc.add(f'<h2 id="sec-fuzz-{esc(slug(name))}">Fuzz: {esc(inp.path)}</h2>')
+    found = r.examples_run - r.shrink_runs
+    doc.add(
+        f"<p>Candidate <code>{esc(r.candidate)}</code>, scheme <code>{esc(r.scheme)}</code>, profile "
+        f"{esc(r.profile)}, every example required at least {esc(r.require)}, configs up to "
+        f"{num(r.max_params)} parameters, Hypothesis seed {esc(r.hypothesis_seed)}. Verdict "
+        f"{_verdict_html(r.verdict)}: "
+        + (f"{r.examples_run} examples passed." if r.failure is None else
+           f"failed at example {found}, shrunk in {r.shrink_runs} more runs.")
+        + "</p>"
+    )
+    if r.note:
+        doc.add(f'<p class="note">note: {esc(r.note)}</p>')
+    f = r.failure
+    if f is None:
+        return
+    doc.add(
+        f"<p><b>Smallest failing config</b>: {esc(f.config.describe())}, seed {esc(f.seed)}; reproduce "
+        f"with <code>{esc(f.command)}</code>.</p>"
+    )
+    if f.error:
+        doc.add(f'<p class="fail">candidate failed: {esc(f.error)}</p>')
+        if f.output_tail:
+            doc.add(f"<pre>{esc(f.output_tail)}</pre>")
+    if f.report is not None:
+        _compare_body(doc, f.report, f"{name}-failure", None)
+
+
+def ablate_run_section(doc: Document, inp: Input) -> None:
+    """One run of an ablation (DIR/runs/*.json): its settings and losses."""
+    r = inp.record
+    name = _name_of(inp)
+    doc.add(f'<h2 id="sec-ablate-run-{esc(slug(name))}">Ablation run: {esc(inp.path)}</h2>')
+    losses = [x for x in r.train_loss if x is not None]
+    status = (f"diverged at step {r.diverged_at}" if r.diverged else
+              f"final train loss {num(losses[-1] if losses else None)}")
+    doc.add(
+        f"<p>{esc(r.label)} (scheme {esc(r.scheme)}, overrides {esc(' '.join(r.overrides) or 'none')}), "
+        f"seed {esc(r.seed)}: {len(r.train_loss)} steps in {num(r.wall_s, '.3g')} s, {esc(status)}. "
+        "The run directory's summary.json (give the directory) holds every run with intervals.</p>"
+    )
+    rows = [[num(st), num(v, ".5g")] for st, v in r.val_loss]
+    if rows:
+        doc.add(table(["step", "validation loss"], rows, numeric={0, 1}))
+
+
+# sections that read only their record; init, stats and checksum need the expected laws, and
+# compare the row/column sums of a model file in the same report (build_report calls them)
 SECTIONS = {
-    "compare": compare_section,
+    "fuzz": fuzz_section,
     "gradflow": gradflow_section,
     "llmc": llmc_section,
     "ablation": ablation_section,
+    "ablate-run": ablate_run_section,
     "bench": bench_section,
 }
 
@@ -674,6 +735,33 @@ def _same_file(a: str | None, b: str | None) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _inputs_table(doc: Document, loaded: list[Input], order: list[int]) -> None:
+    rows = []
+    for i in order:
+        inp = loaded[i]
+        if inp.kind == "init":
+            verdict = "streamed below"
+        else:
+            verdict = _verdict_html(getattr(inp.record, "verdict", None), getattr(inp.record, "passed", None))
+        rows.append([esc(inp.path), esc(inp.kind), verdict,
+                     f'<a href="#sec-{esc(inp.kind)}-{esc(slug(_name_of(inp)))}">section</a>'])
+    doc.add("<h2>Inputs</h2>")
+    doc.add(table(["input", "kind", "verdict", ""], rows, raw={0, 1, 2, 3}))
+
+
+def _rowcol_wanted(loaded: list[Input]) -> dict[int, dict[str, int]]:
+    """Model inputs that a compare record in the same report grades: model index -> {tensor:
+    compare index} for the tensors to take row/column sums of in the one streamed pass."""
+    wanted: dict[int, dict[str, int]] = {}
+    for ci, c in enumerate(loaded):
+        if c.kind != "compare":
+            continue
+        for mi, m in enumerate(loaded):
+            if m.kind == "init" and _same_file(m.path, c.record.file.path):
+                wanted.setdefault(mi, {}).update({t: ci for t in mismatching_tensors(c.record)})
+    return wanted
 
 
 def build_report(
@@ -691,7 +779,8 @@ def build_report(
     output: where to write the HTML (atomically); png_dir: also write every figure there as
     NAME.png. scheme/overrides: the init scheme the model files are checked against (as
     `gpt2-verify init --scheme S --set T.F=V`). progress: a bar on stderr while reading models
-    (None: when stderr is a terminal). Raises verify.errors.InputError on bad input and
+    (None: when stderr is a terminal). Raises verify.errors.InputError on bad input (a record
+    that breaks its contract is found when it is read, by verify.records) and
     verify.report.figures.MatplotlibMissing without matplotlib."""
     if not inputs:
         raise InputError(
@@ -702,59 +791,31 @@ def build_report(
     try:
         doc = Document(title)
         order = sorted(range(len(loaded)), key=lambda i: (KINDS.index(loaded[i].kind), i))
-        doc.add("<h2>Inputs</h2>")
-        rows = []
-        for i in order:
-            inp = loaded[i]
-            rec = inp.record or {}
-            rows.append(
-                [
-                    esc(inp.path),
-                    esc(inp.kind),
-                    _verdict_html(rec.get("verdict"), rec.get("passed"))
-                    if inp.kind != "init"
-                    else "streamed below",
-                    f'<a href="#sec-{esc(inp.kind)}-{esc(slug(_name_of(inp)))}">section</a>',
-                ]
-            )
-        doc.add(table(["input", "kind", "verdict", ""], rows, raw={0, 1, 2, 3}))
-        # compare records whose candidate file is also an input: draw where it differs from the same pass
-        wanted: dict[int, dict[str, int]] = {}
-        for ci, c in enumerate(loaded):
-            if c.kind != "compare":
-                continue
-            for mi, m in enumerate(loaded):
-                if m.kind == "init" and _same_file(m.path, ((c.record or {}).get("file") or {}).get("path")):
-                    wanted.setdefault(mi, {}).update({t: ci for t in mismatching_tensors(c.record)})
+        _inputs_table(doc, loaded, order)
+        wanted = _rowcol_wanted(loaded)
         rowcols: dict[int, dict] = {}
         for i in order:
             inp = loaded[i]
-            try:
-                if inp.kind == "init":
-                    init = expected_laws(inp.model.config, scheme=scheme, overrides=overrides)
-                    total = sum(int(_numel(inp.model.shape(s.name))) for s in inp.model.config.tensors())
-                    with Progress(total, f"report {_name_of(inp)}", enabled=progress) as bar_:
-                        stats = scan_model(inp.model, init, rowcol=tuple(wanted.get(i, {})), progress=bar_)
-                    for t, ci in wanted.get(i, {}).items():
-                        if stats[t].rowcol is not None:
-                            rowcols.setdefault(ci, {})[t] = stats[t].rowcol
-                    init_section(doc, inp, stats, init)
-                elif inp.kind == "stats":
-                    cfg = GPTConfig.from_dict(inp.record["config"])
-                    stats_section(doc, inp, expected_laws(cfg, scheme=scheme, overrides=overrides))
-                else:
-                    if inp.kind == "compare":
-                        compare_section(doc, inp, rowcols.get(i))
-                    else:
-                        SECTIONS[inp.kind](doc, inp)
-            except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
-                if inp.kind == "init":
-                    raise
-                raise InputError(
-                    inp.path,
-                    f"malformed {inp.kind} record ({type(e).__name__}: {e}); "
-                    f"regenerate it with gpt2-verify {inp.kind} --json",
-                ) from None
+            if inp.kind == "init":
+                init = expected_laws(inp.model.config, scheme=scheme, overrides=overrides)
+                total = sum(int(_numel(inp.model.shape(s.name))) for s in inp.model.config.tensors())
+                with Progress(total, f"report {_name_of(inp)}", enabled=progress) as bar_:
+                    stats = scan_model(inp.model, init, rowcol=tuple(wanted.get(i, {})), progress=bar_)
+                for t, ci in wanted.get(i, {}).items():
+                    if stats[t].rowcol is not None:
+                        rowcols.setdefault(ci, {})[t] = stats[t].rowcol
+                init_section(doc, inp, stats, init)
+            elif inp.kind == "stats":
+                stats_section(doc, inp, expected_laws(inp.record.config.gpt(), scheme=scheme,
+                                                      overrides=overrides))
+            elif inp.kind == "checksum":
+                s = inp.record.scheme
+                checksum_section(doc, inp, expected_laws(inp.record.config.gpt(), scheme=s.scheme,
+                                                         overrides=s.overrides))
+            elif inp.kind == "compare":
+                compare_section(doc, inp, rowcols.get(i))
+            else:
+                SECTIONS[inp.kind](doc, inp)
     finally:
         for inp in loaded:
             if inp.model is not None:
