@@ -447,6 +447,85 @@ def test_init_table_from_the_checkpoint(inputs, report):
     assert verdict[("ln1w", "whole tensor")] == "exact"
 
 
+def _verdict_lines(page_html: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", m) for m in re.findall(r'<p class="verdict">(.*?)</p>', page_html)]
+
+
+def test_model_verdicts_agree_with_compare(inputs, report):
+    """The init section grades each tensor against the laws as compare does: the tensors marked
+    mismatch are the ones compare's JSON grades mismatch (fcprojw 2x, a padded wte row, ln2w)."""
+    rec = json.loads(inputs["compare"].read_text())
+    want = {t["name"] for t in rec["tensors"] if t["verdict"] == "mismatch"}
+    assert want == {"wte", "ln2w", "fcprojw"}
+    html = report["html"].read_text()
+    lines = _verdict_lines(html)
+    assert len(lines) == 2 and lines[0] == lines[1]  # at the top and in the init section
+    assert lines[0].startswith(f"{inputs['bug']}: \u2717 mismatch: 3 of 16 tensors")
+    for name in want:
+        assert name in lines[0]
+    rows = {r["tensor"]: r["verdict"] for r in table_with(report["page"], "std / expected")}
+    assert {t for t, v in rows.items() if v == "\u2717 MISMATCH"} == want & set(rows)
+    assert table_with(report["page"], "kind")[0]["verdict"] == "\u2717 MISMATCH"
+
+
+def test_report_of_a_correct_init_says_so(inputs, tmp_path):
+    out = tmp_path / "good.html"
+    assert main(["report", str(inputs["good"]), "-o", str(out)]) == 0
+    page = parse(out)
+    lines = _verdict_lines(out.read_text())
+    assert lines[0].startswith(f"{inputs['good']}: \u2713 correct init: every tensor follows the law gpt2 "
+                               "expects (6 random tensors pass their law checks")
+    assert {r["verdict"] for r in table_with(page, "std / expected")} == {"\u2713 right law"}
+    assert table_with(page, "kind")[0]["verdict"] == "\u2713 right law"
+
+
+def test_report_of_2x_std_projections_names_them(tmp_path):
+    """attprojw and fcprojw at 2x their std (L = 3: not the 1/sqrt(2L) = 2.45x signature): a
+    mismatch naming both, each with the ratio computed here from the file."""
+    from gpt2_verify.verify.formats.model import open_model
+
+    cfg = GPTConfig(3, 32, 2, vocab=100, max_seq_len=16)
+    path = tmp_path / "x2.bin"
+    assert main(["init", "--layers", "3", "--channels", "32", "--heads", "2", "--vocab", "100",
+                 "--max-seq-len", "16", "-o", str(path)]) == 0
+    body = np.memmap(path, dtype="<f4", mode="r+", offset=1024)
+    for s in cfg.tensors():
+        if s.name in ("attprojw", "fcprojw"):
+            body[s.offset : s.offset + s.numel] *= np.float32(2)
+    body.flush()
+    del body
+    out = tmp_path / "x2.html"
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    html_text = out.read_text()
+    top = _verdict_lines(html_text)[0]
+    assert top.startswith(f"{path}: \u2717 mismatch: 2 of 16 tensors do not follow the laws gpt2 expects "
+                          "(attprojw, fcprojw)")
+    rows = {r["tensor"]: r["verdict"] for r in table_with(parse(out), "std / expected")}
+    assert rows.pop("attprojw") == rows.pop("fcprojw") == "\u2717 MISMATCH"
+    assert set(rows.values()) == {"\u2713 right law"}
+    with open_model(path) as m:
+        for name in ("attprojw", "fcprojw"):
+            ratio = float(m.tensor(name).astype(np.float64).std()) / (0.02 / math.sqrt(6))
+            assert f"{name} std " in html_text and f"= {ratio:.3g}x expected" in html_text
+
+
+def test_the_model_is_read_once(inputs, tmp_path, monkeypatch):
+    """Statistics, histograms and law grades come from one streamed pass: each tensor's chunks
+    are iterated once."""
+    from gpt2_verify.verify.formats import model as M
+
+    calls: dict[str, int] = {}
+    orig = M.ModelFile.iter_chunks
+
+    def counting(self, name, *a, **kw):
+        calls[name] = calls.get(name, 0) + 1
+        return orig(self, name, *a, **kw)
+
+    monkeypatch.setattr(M.ModelFile, "iter_chunks", counting)
+    assert main(["report", str(inputs["bug"]), "-o", str(tmp_path / "r.html")]) == 0
+    assert calls == {s.name: 1 for s in inputs["cfg"].tensors()}
+
+
 def test_other_tables_match_their_json(inputs, report):
     page = report["page"]
     llmc = json.loads(inputs["llmc"].read_text())

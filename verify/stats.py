@@ -412,18 +412,43 @@ class _Accumulator:
         return d, "grid", res, self.law.grid_err
 
 
-def _collect(values: Any, law: _Law, quantization: float | None,
-             who: str) -> tuple[_Accumulator, float]:
-    """Stream `values` into an accumulator; the rounding allowance q (detected or given)."""
-    acc = _Accumulator(law)
-    for block in _pieces(values):
-        acc.add(block)
-    if acc.n < 3:
-        raise ValueError(f"{who} needs at least 3 values; got {acc.n} "
-                         f"(no test can tell a distribution from fewer)")
-    if quantization is not None:
-        return acc, float(quantization)
-    return acc, max(acc.q, BF16_Q if acc.saw_f32 and acc.all_bf16 else 0.0)
+class StreamCheck:
+    """One law check fed chunk by chunk: add(values) any number of times (arrays, in any
+    chunking), then result() -> NormalCheck. check_normal, check_uniform and check_truncnormal
+    are this, fed all their values at once; stream_normal/stream_uniform/stream_truncnormal make
+    one with the same arguments (validated before any value is read)."""
+
+    def __init__(self, law: _Law, who: str, quantization: float | None,
+                 finish: Callable[[_Accumulator, float], NormalCheck]):
+        self._acc = _Accumulator(law)
+        self._who = who
+        self._quantization = quantization
+        self._finish = finish
+
+    @property
+    def n(self) -> int:
+        """Values added so far."""
+        return self._acc.n
+
+    def add(self, values: Any) -> None:
+        for block in _pieces(values):
+            self._acc.add(block)
+
+    def result(self) -> NormalCheck:
+        acc = self._acc
+        if acc.n < 3:
+            raise ValueError(f"{self._who} needs at least 3 values; got {acc.n} "
+                             f"(no test can tell a distribution from fewer)")
+        if self._quantization is not None:
+            q = float(self._quantization)
+        else:  # the rounding allowance: bf16 detected in float32 input, else the dtype's own
+            q = max(acc.q, BF16_Q if acc.saw_f32 and acc.all_bf16 else 0.0)
+        return self._finish(acc, q)
+
+
+def _run(check: StreamCheck, values: Any) -> NormalCheck:
+    check.add(values)
+    return check.result()
 
 
 def _positive(x: Any, what: str, hint: str = "") -> float:
@@ -533,21 +558,28 @@ def check_normal(values: Any, std: float, mean: float = 0.0, *, fpr: float = 1e-
     float32 input and otherwise allows for the input dtype's own rounding. Non-finite values
     make the check fail (it does not raise).
     """
+    return _run(stream_normal(std, mean, fpr=fpr, quantization=quantization, name=name), values)
+
+
+def stream_normal(std: float, mean: float = 0.0, *, fpr: float = 1e-9, quantization: float | None = None,
+                  name: str | None = None) -> StreamCheck:
+    """check_normal fed chunk by chunk (StreamCheck)."""
     s, mu = _real(std, "std"), _real(mean, "mean")
     _positive(std, "std")
     if not math.isfinite(mu):
         raise ValueError(f"mean must be finite; got {mean!r}")
     f = _check_fpr(fpr)
     qv = _check_quantization(quantization)
-    acc, q = _collect(values, _normal_law(mu, s), qv, "check_normal")
 
-    nf = acc.n_finite
-    tests: tuple[SubTest | None, ...] = (None, None, None)
-    method, res = ("exact" if acc.buffer is not None else "grid"), 0.0
-    if nf >= 3:
-        *tests, method, res = _subtests(acc, q, f)
-    return _result(acc, q, f, name, dist=f"N({mu:.4g}, {s:.4g})", shape="normal",
-                   tests=tests, method=method, res=res, expected_std=s)
+    def finish(acc: _Accumulator, q: float) -> NormalCheck:
+        tests: tuple[SubTest | None, ...] = (None, None, None)
+        method, res = ("exact" if acc.buffer is not None else "grid"), 0.0
+        if acc.n_finite >= 3:
+            *tests, method, res = _subtests(acc, q, f)
+        return _result(acc, q, f, name, dist=f"N({mu:.4g}, {s:.4g})", shape="normal",
+                       tests=tests, method=method, res=res, expected_std=s)
+
+    return StreamCheck(_normal_law(mu, s), "check_normal", qv, finish)
 
 
 def _result(acc: _Accumulator, q: float, f: float, name: str | None, *, dist: str, shape: str,
@@ -747,15 +779,24 @@ def check_uniform(values: Any, bound: float, *, fpr: float = 1e-9,
     std: 1 / 1 / 1 (range); 1% of the values zero: 0 / 0 / 1. True U(a), bf16-rounded or not:
     0 / 0 / 0. Order is invisible: a sorted tensor passes.
     """
+    return _run(stream_uniform(bound, fpr=fpr, quantization=quantization, name=name), values)
+
+
+def stream_uniform(bound: float, *, fpr: float = 1e-9, quantization: float | None = None,
+                   name: str | None = None) -> StreamCheck:
+    """check_uniform fed chunk by chunk (StreamCheck)."""
     a = _positive(bound, "bound", " (the half-width a of U(-a, a))")
     f = _check_fpr(fpr)
     qv = _check_quantization(quantization)
-    acc, q = _collect(values, _uniform_law(a), qv, "check_uniform")
-    return _bounded_result(
-        acc, q, f, name, dist=f"U(-{a:.4g}, {a:.4g})", shape="uniform", m2=1.0 / 3.0,
-        m4=1.0 / 5.0, delta=UNIFORM_ABS * a,
-        ks_shift=lambda qe: 0.5 * (qe + (1.0 + qe) * UNIFORM_ABS),
-        law="uniform", law_params=(("bound", a),))
+
+    def finish(acc: _Accumulator, q: float) -> NormalCheck:
+        return _bounded_result(
+            acc, q, f, name, dist=f"U(-{a:.4g}, {a:.4g})", shape="uniform", m2=1.0 / 3.0,
+            m4=1.0 / 5.0, delta=UNIFORM_ABS * a,
+            ks_shift=lambda qe: 0.5 * (qe + (1.0 + qe) * UNIFORM_ABS),
+            law="uniform", law_params=(("bound", a),))
+
+    return StreamCheck(_uniform_law(a), "check_uniform", qv, finish)
 
 
 def check_truncnormal(values: Any, std: float, k: float, *, fpr: float = 1e-9,
@@ -775,17 +816,26 @@ def check_truncnormal(values: Any, std: float, k: float, *, fpr: float = 1e-9,
     0.98 / 1 / 1 (KS). True TN(s, 3), bf16-rounded or not: 0 / 0 / 0. (check_normal with the
     matched std tells TN(s, 3) from a normal in only 15% of runs at 1M.)
     """
+    return _run(stream_truncnormal(std, k, fpr=fpr, quantization=quantization, name=name), values)
+
+
+def stream_truncnormal(std: float, k: float, *, fpr: float = 1e-9, quantization: float | None = None,
+                       name: str | None = None) -> StreamCheck:
+    """check_truncnormal fed chunk by chunk (StreamCheck)."""
     s = _positive(std, "std", " (the std of the untruncated normal)")
     kk = _positive(k, "k", " (the cut in stds of the untruncated normal, e.g. 3)")
     f = _check_fpr(fpr)
     qv = _check_quantization(quantization)
-    acc, q = _collect(values, _tn_law(s, kk), qv, "check_truncnormal")
     z_mass, m2, m4 = _tn_moments(kk)
     peak = min(kk, 1.0) * math.exp(-0.5 * min(kk, 1.0) ** 2) / _SQRT2PI  # max |u| phi(u), |u|<=k
-    return _bounded_result(
-        acc, q, f, name, dist=f"N(0, {s:.4g}) cut at +-{kk:.4g} std", shape="truncated normal",
-        m2=m2, m4=m4, delta=0.0, ks_shift=lambda qe: qe / (1.0 - qe) * peak / z_mass,
-        law="truncnormal", law_params=(("std", s), ("k", kk)))
+
+    def finish(acc: _Accumulator, q: float) -> NormalCheck:
+        return _bounded_result(
+            acc, q, f, name, dist=f"N(0, {s:.4g}) cut at +-{kk:.4g} std", shape="truncated normal",
+            m2=m2, m4=m4, delta=0.0, ks_shift=lambda qe: qe / (1.0 - qe) * peak / z_mass,
+            law="truncnormal", law_params=(("std", s), ("k", kk)))
+
+    return StreamCheck(_tn_law(s, kk), "check_truncnormal", qv, finish)
 
 
 # ---- check_constant ---------------------------------------------------------------------------

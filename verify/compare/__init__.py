@@ -9,11 +9,16 @@ close / distribution / mismatch), say where and why they differ, and fuzz implem
     compare(model, scheme="xavier-uniform")            # any reference.schemes init scheme ...
     compare(model, overrides=["wpe.std=0.01"])         # ... with --set style overrides
 
+    graders = law_graders(model, init)                 # against the laws alone, values pushed
+    graders["wte"].feed(0, chunk); graders["wte"].grade()   # chunk by chunk (gpt2-verify report)
+
 Depends on verify.formats, verify.stats and reference; nothing there depends on it.
 """
 
 from .compare import DEFAULT_FPR, compare
 from .grade import VERDICTS
+from .lawgrade import LawGrader, law_graders, model_verdict
 from .report import REQUIRE_LEVELS, SCHEMA, Report
 
-__all__ = ["compare", "Report", "VERDICTS", "REQUIRE_LEVELS", "SCHEMA", "DEFAULT_FPR"]
+__all__ = ["compare", "Report", "VERDICTS", "REQUIRE_LEVELS", "SCHEMA", "DEFAULT_FPR", "LawGrader",
+           "law_graders", "model_verdict"]

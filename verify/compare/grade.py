@@ -590,16 +590,22 @@ def grade_tensor(cfg: GPTConfig, spec: TensorSpec, diffs: list[RegionDiff], *, s
             law_reason += f" (and {len(more)} more law checks failed: {', '.join(more[:4])}" + (
                 ", ..." if len(more) > 4 else "") + ")"
         g.reason = "; ".join(p for p in (g.reason, law_reason) if p) or diff_text
-        # name the layers whose rms is off by more than ~8 standard errors (rms of n normals has
-        # relative standard error 1/sqrt(2n)) when only some layers are
-        per = numel // max(len(g.layers), 1)
-        slack = max(0.05, 8.0 / math.sqrt(2.0 * max(per, 1)))
-        with_std = [x for x in g.layers if "std_ratio" in x]
-        bad_layers = [x for x in with_std if abs(x["std_ratio"] - 1) > slack]
-        if bad_layers and len(bad_layers) < len(with_std):
-            g.reason += "; std off in " + ", ".join(
-                f"layer {x['layer']} ({x['std_ratio']:.3g}x)" for x in bad_layers[:8])
+        g.reason += std_off_layers(g.layers, numel)
     return _layer_verdicts(g, g.verdict)
+
+
+def std_off_layers(layers: list[dict], numel: int) -> str:
+    """'; std off in layer 1 (1.5x), ...' naming the layers whose rms is off by more than ~8
+    standard errors (rms of n normals has relative standard error 1/sqrt(2n)), when only some
+    layers are; '' otherwise."""
+    per = numel // max(len(layers), 1)
+    slack = max(0.05, 8.0 / math.sqrt(2.0 * max(per, 1)))
+    with_std = [x for x in layers if "std_ratio" in x]
+    bad_layers = [x for x in with_std if abs(x["std_ratio"] - 1) > slack]
+    if bad_layers and len(bad_layers) < len(with_std):
+        return "; std off in " + ", ".join(f"layer {x['layer']} ({x['std_ratio']:.3g}x)"
+                                           for x in bad_layers[:8])
+    return ""
 
 
 def _distribution_dict(checks, fpr: float) -> dict:

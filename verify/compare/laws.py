@@ -15,7 +15,7 @@ from typing import Any
 from gpt2_verify.reference.config import GPTConfig
 from gpt2_verify.reference.schemes import SCHEMES, Law, SchemeInit, resolve
 
-from ..stats import NormalCheck, check_normal, check_truncnormal, check_uniform
+from ..stats import NormalCheck, StreamCheck, stream_normal, stream_truncnormal, stream_uniform
 
 KIND_WORDS = {"normal": "normal", "uniform": "uniform", "truncnormal": "truncated-normal"}
 
@@ -24,12 +24,20 @@ def check_law(values: Any, law: Law, *, fpr: float, quantization: float | None =
               name: str | None = None) -> NormalCheck:
     """Are `values` (an array or an iterable of arrays) iid draws of `law`? One verify.stats
     check with false-positive rate <= fpr (quantization: the storage rounding, as check_normal)."""
+    check = law_check(law, fpr=fpr, quantization=quantization, name=name)
+    check.add(values)
+    return check.result()
+
+
+def law_check(law: Law, *, fpr: float, quantization: float | None = None,
+              name: str | None = None) -> StreamCheck:
+    """check_law fed chunk by chunk: .add(values) as they are read, then .result()."""
     if law.kind == "normal":
-        return check_normal(values, law.std, fpr=fpr, quantization=quantization, name=name)
+        return stream_normal(law.std, fpr=fpr, quantization=quantization, name=name)
     if law.kind == "uniform":
-        return check_uniform(values, law.bound, fpr=fpr, quantization=quantization, name=name)
+        return stream_uniform(law.bound, fpr=fpr, quantization=quantization, name=name)
     if law.kind == "truncnormal":
-        return check_truncnormal(values, law.std, law.k, fpr=fpr, quantization=quantization, name=name)
+        return stream_truncnormal(law.std, law.k, fpr=fpr, quantization=quantization, name=name)
     raise ValueError(f"check_law: {law.describe()} is a constant law; constants are checked exactly "
                      "(compare every value with law.value), not statistically")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..atomic import atomic_output, write_text_atomic
+from ..compare import law_graders, model_verdict
 from ..errors import InputError
 from ..progress import Progress
 from . import figures as F
@@ -63,16 +64,44 @@ def _law_text(t: TensorStats) -> str:
     return f"{len(t.laws)} laws, {t.laws[0][0].describe()} .. {t.laws[-1][0].describe()}"
 
 
-def init_section(doc: Document, inp: Input, stats: dict[str, TensorStats], init) -> None:
+MARKS = {"mismatch": "\u2717 MISMATCH", "distribution": "\u2713 right law"}  # text, not colour alone
+
+
+def _mark(verdict: str) -> str:
+    """A tensor's or file's law verdict as a symbol and a word (bold and underlined when bad)."""
+    cls = "fail" if verdict == "mismatch" else "pass"
+    return f'<span class="{cls}">{esc(MARKS.get(verdict, verdict))}</span>'
+
+
+def model_verdict_html(name: str, verdict: str, text: str) -> str:
+    """A file's verdict line: a symbol, then the text ("correct init: ..." or "mismatch: ...")."""
+    cls = "fail" if verdict == "mismatch" else "pass"
+    symbol = "\u2717" if verdict == "mismatch" else "\u2713"
+    return f'<p class="verdict"><b>{esc(name)}</b>: <span class="{cls}">{symbol} {esc(text)}</span></p>'
+
+
+def init_section(doc: Document, inp: Input, stats: dict[str, TensorStats], init, grades: dict,
+                 verdict: tuple[str, str]) -> None:
+    """A model file's init state: its verdict against the scheme's laws (verify.compare's law
+    grading, `grades`: name -> TensorGrade, fed from the same streamed pass as `stats`), the
+    random tensors' figures and moments, and the constant parts."""
     model = inp.model
     cfg = model.config
     name = _name_of(inp)
     doc.add(f'<h2 id="sec-init-{esc(slug(name))}">Init state: {esc(inp.path)}</h2>')
+    doc.add(model_verdict_html(inp.path, *verdict))
     doc.add(
         f"<p>{esc(model.format)} file, layout {esc(model.layout)}, {esc(model.dtype)}; config "
         f"{esc(cfg.describe())}; expected laws: scheme <code>{esc(init.label)}</code> "
-        f"({esc(init.scheme.formula)}). Statistics streamed in one pass, chunk by chunk.</p>"
+        f"({esc(init.scheme.formula)}). Statistics and law checks streamed in one pass, chunk by "
+        "chunk; each tensor graded as `gpt2-verify compare` grades a tensor that is not from the "
+        "reference's stream (one law check per distinct law, constants exact).</p>"
     )
+    bad = [g for g in grades.values() if g.verdict == "mismatch"]
+    if bad:
+        doc.add("<p>Tensors that do not follow their expected law:</p><ul>"
+                + "".join(f"<li>{_mark(g.verdict)} <b>{esc(g.name)}</b>: {esc(g.reason)}</li>" for g in bad)
+                + "</ul>")
     rnd = [t for t in stats.values() if t.random]
     rows = []
     for t in stats.values():
@@ -83,9 +112,10 @@ def init_section(doc: Document, inp: Input, stats: dict[str, TensorStats], init)
         h = t.hist
         rows.append(
             [
-                t.name,
-                "x".join(map(str, t.shape)),
-                _law_text(t),
+                esc(t.name),
+                esc("x".join(map(str, t.shape))),
+                esc(_law_text(t)),
+                _mark(grades[t.name].verdict),
                 num(m.n),
                 num(m.mean, ".3g"),
                 num(m.std, ".5g"),
@@ -134,6 +164,7 @@ def init_section(doc: Document, inp: Input, stats: dict[str, TensorStats], init)
                 "tensor",
                 "shape",
                 "expected law",
+                "verdict",
                 "values",
                 "mean",
                 "std",
@@ -145,7 +176,8 @@ def init_section(doc: Document, inp: Input, stats: dict[str, TensorStats], init)
                 "non-finite",
             ],
             rows,
-            numeric={3, 4, 5, 6, 7, 8, 9, 10, 11},
+            numeric={4, 5, 6, 7, 8, 9, 10, 11, 12},
+            raw={0, 1, 2, 3},
         )
     )
     crow = []
@@ -737,18 +769,21 @@ def _same_file(a: str | None, b: str | None) -> bool:
         return False
 
 
-def _inputs_table(doc: Document, loaded: list[Input], order: list[int]) -> None:
+def _inputs_table(loaded: list[Input], order: list[int], model_verdicts: dict[int, tuple[str, str]]) -> str:
+    """The verdict of every model file (graded against the laws) on top, then every input with
+    its verdict and a link to its section."""
+    top = "".join(model_verdict_html(loaded[i].path, *model_verdicts[i])
+                  for i in order if i in model_verdicts)
     rows = []
     for i in order:
         inp = loaded[i]
         if inp.kind == "init":
-            verdict = "streamed below"
+            verdict = _mark(model_verdicts[i][0])
         else:
             verdict = _verdict_html(getattr(inp.record, "verdict", None), getattr(inp.record, "passed", None))
         rows.append([esc(inp.path), esc(inp.kind), verdict,
                      f'<a href="#sec-{esc(inp.kind)}-{esc(slug(_name_of(inp)))}">section</a>'])
-    doc.add("<h2>Inputs</h2>")
-    doc.add(table(["input", "kind", "verdict", ""], rows, raw={0, 1, 2, 3}))
+    return top + "<h2>Inputs</h2>" + table(["input", "kind", "verdict", ""], rows, raw={0, 1, 2, 3})
 
 
 def _rowcol_wanted(loaded: list[Input]) -> dict[int, dict[str, int]]:
@@ -791,20 +826,25 @@ def build_report(
     try:
         doc = Document(title)
         order = sorted(range(len(loaded)), key=lambda i: (KINDS.index(loaded[i].kind), i))
-        _inputs_table(doc, loaded, order)
+        doc.add("")  # the verdicts and the inputs table, filled in once the model files are graded
         wanted = _rowcol_wanted(loaded)
         rowcols: dict[int, dict] = {}
+        model_verdicts: dict[int, tuple[str, str]] = {}
         for i in order:
             inp = loaded[i]
             if inp.kind == "init":
                 init = expected_laws(inp.model.config, scheme=scheme, overrides=overrides)
                 total = sum(int(_numel(inp.model.shape(s.name))) for s in inp.model.config.tensors())
+                graders = law_graders(inp.model, init)
                 with Progress(total, f"report {_name_of(inp)}", enabled=progress) as bar_:
-                    stats = scan_model(inp.model, init, rowcol=tuple(wanted.get(i, {})), progress=bar_)
+                    stats = scan_model(inp.model, init, rowcol=tuple(wanted.get(i, {})), progress=bar_,
+                                       graders=graders)
                 for t, ci in wanted.get(i, {}).items():
                     if stats[t].rowcol is not None:
                         rowcols.setdefault(ci, {})[t] = stats[t].rowcol
-                init_section(doc, inp, stats, init)
+                grades = {name: g.grade() for name, g in graders.items()}
+                model_verdicts[i] = model_verdict(grades, init)
+                init_section(doc, inp, stats, init, grades, model_verdicts[i])
             elif inp.kind == "stats":
                 stats_section(doc, inp, expected_laws(inp.record.config.gpt(), scheme=scheme,
                                                       overrides=overrides))
@@ -816,6 +856,7 @@ def build_report(
                 compare_section(doc, inp, rowcols.get(i))
             else:
                 SECTIONS[inp.kind](doc, inp)
+        doc.parts[0] = _inputs_table(loaded, order, model_verdicts)
     finally:
         for inp in loaded:
             if inp.model is not None:

@@ -318,12 +318,14 @@ def _feed_rowcol(rc: RowColStats, start: int, x64: np.ndarray, k: int) -> None:
 
 
 def scan_model(
-    model, init, *, rowcol: tuple[str, ...] = (), progress=None, chunk: int | None = None
+    model, init, *, rowcol: tuple[str, ...] = (), progress=None, chunk: int | None = None, graders=None
 ) -> dict[str, TensorStats]:
     """One streamed pass over every tensor of `model` (a verify.formats.model.ModelFile) against
     `init` (a reference.schemes.SchemeInit for the model's config): name -> TensorStats.
     `rowcol`: tensors to also take per-row/per-column sums of. `progress`: a Progress (update
-    per chunk). Memory: one chunk (and its float64 copy) at a time, plus the statistics."""
+    per chunk). `graders`: {name: verify.compare.LawGrader} fed every chunk of the same pass
+    (compare's law grading, no second read). Memory: one chunk (and its float64 copy) at a
+    time, plus the statistics."""
     cfg = model.config
     out = {}
     for spec in parameter_table(cfg):
@@ -334,9 +336,12 @@ def scan_model(
         numel = int(np.prod(model.shape(spec.name)))
         offset = 0
         kwargs = {} if chunk is None else {"chunk": chunk}
+        grader = None if graders is None else graders[spec.name]
         for values in model.iter_chunks(spec.name, **kwargs):
             a, b = offset, offset + values.size
             offset = b
+            if grader is not None:
+                grader.feed(a, values)
             i = max(bisect.bisect_right(starts, a) - 1, 0)
             while i < len(segments) and segments[i].start < b:
                 seg = segments[i]
