@@ -135,6 +135,29 @@ def test_checksum_command_json(tmp_path, capsys):
     assert data["sha256_fp32"] == LLMC_SHA256[(2, 64, 4, 50257, 50304, 1024, 0)]
 
 
+def test_init_checks_free_space_before_writing(tmp_path, capsys, monkeypatch):
+    """gpt3:c12288 is ~700 GB: refused at once on a disk with less free (a faked disk_usage, so
+    nothing large is ever written), naming the size and the free space."""
+    import collections
+    import shutil
+
+    from gpt2_verify.reference.config import from_descriptor
+    from gpt2_verify.verify.formats.checkpoint import expected_size
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**12 - 5 * 2**30, 5 * 2**30))
+    out = tmp_path / "big.bin"
+    code, _, err = run(capsys, "init", "gpt3:c12288", "-o", str(out))
+    need = expected_size(from_descriptor("gpt3:c12288"), "fp32")
+    assert code == 2 and err.count("\n") == 1 and str(out) in err
+    assert f"needs {need:,} bytes" in err and "5.0 GiB) free" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # a file that fits is written as before
+    code, _, _ = run(capsys, "init", *SMALL, "--vocab", "100", "--max-seq-len", "16", "-o",
+                     str(tmp_path / "small.bin"))
+    assert code == 0 and (tmp_path / "small.bin").stat().st_size < 5 * 2**30
+
+
 def test_checksum_json_to_a_file_still_prints_the_digests(tmp_path, capsys):
     js = tmp_path / "c.json"
     code, out, _ = run(capsys, "checksum", *SMALL, "--seed", "0", "--json", str(js))

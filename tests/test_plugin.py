@@ -36,7 +36,10 @@ def test_project_with_its_own_verify_and_reference_packages(tmp_path):
                                "--fixtures", "tests"], cwd=tmp_path, capture_output=True, text=True,
                               timeout=120)
     assert fixtures.returncode == 0, fixtures.stderr
-    assert "gpt2_reference" in fixtures.stdout
+    # both fixtures are listed with their docstrings (a fixture without one shows a bare name)
+    listed = fixtures.stdout.split("gpt2_reference [session scope]", 1)[1]
+    assert listed.splitlines()[1].strip().startswith("gpt2_reference(config, seed=42")
+    assert listed.split("gpt2_fuzz", 1)[1].splitlines()[1].strip().startswith("gpt2_fuzz(candidate=None")
 
 
 def test_reference_fixture_takes_schemes_and_caches(gpt2_reference):

@@ -38,12 +38,16 @@ Adding a record type is one dataclass here:
         note: str | None = None      # optional: may be absent from the JSON
 
 Subclassing Record registers the schema (RECORDS); the producer writes
-`MyRecord.make(verdict=..., ...).to_dict()`; `read(path)` returns a MyRecord. The report
-renders it once verify/report/sections.py maps its KIND to a section function (until then the
-report says it cannot render that kind: one line, exit 2). Field types: bool, int, float
-(`Finite`: no NaN/Inf), str, Literal[...], X | None, list[X], dict[str, X], another @struct
-class, Any or bare dict/list (kept as JSON, not checked). A cross-field rule goes in a
-`_validate(self)` method raising RecordError(field, problem).
+`MyRecord.make(verdict=..., ...).to_dict()`; `read(path)` returns a MyRecord; add a sample of
+it to tests/test_records.py's `samples` fixture (written by its producer: the tests check every
+registered type round-trips, fails one line per broken field, and renders). The report renders
+it once its KIND is in verify/report/inputs.py KINDS (the section order) and
+verify/report/sections.py SECTIONS maps the KIND to a section function `f(doc, inp)` reading
+`inp.record` (until then the report says it does not read that kind: one line, exit 2).
+
+Field types: bool, int, float (`Finite`: no NaN/Inf), str, Literal[...], X | None, list[X],
+dict[str, X], another @struct class, Any or bare dict/list (kept as JSON, not checked). A
+cross-field rule goes in a `_validate(self)` method raising RecordError(field, problem).
 
 Errors. `make`/`from_dict` raise RecordError naming the field as a path
 (`tensors[3].std_ratio: expected a number, got 'x'`): a producer that builds a bad record has a

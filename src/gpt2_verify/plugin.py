@@ -28,6 +28,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def gpt2_reference():
+    """gpt2_reference(config, seed=42, profile="llmc", *, scheme="gpt2", overrides=()) ->
+    {name: float32 array}: the reference init (llm.c's bits under profile "llmc"), in llm.c's
+    16 tensors and shapes (wte over the padded vocab Vp).
+
+    config: a descriptor ("d6", "gpt3:c768") or a gpt2_verify.reference.config.GPTConfig;
+    scheme/overrides: any init scheme and --set overrides ("wpe.std=0.01"). Computed once per
+    argument set and session."""
     from gpt2_verify.reference.config import from_descriptor
     from gpt2_verify.reference.init import init_tensors
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 
 import numpy as np
 from gpt2_verify.reference.init import iter_params
@@ -20,12 +22,27 @@ from .common import (
 )
 
 
+def check_free_space(path: str, nbytes: int) -> None:
+    """InputError before anything is written when the file system that will hold `path` has
+    less than `nbytes` free (d48 is 6.2 GB, gpt3:c12288 about 700 GB)."""
+    target = os.path.dirname(os.path.abspath(path))
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError as e:
+        raise InputError(path, f"cannot write into {target}: {e.strerror or e}") from None
+    if free < nbytes:
+        raise InputError(path, f"needs {nbytes:,} bytes ({nbytes / 2**30:,.1f} GiB) but {target} has "
+                               f"{free:,} bytes ({free / 2**30:,.1f} GiB) free; write it elsewhere, or use "
+                               "`gpt2-verify checksum` (streams the init, writes nothing)")
+
+
 def cmd_init(args) -> int:
-    from ..formats.checkpoint import write_checkpoint
+    from ..formats.checkpoint import expected_size, write_checkpoint
 
     cfg = config_from_args(args)
     check_seed(args.seed)
     scheme = scheme_from_args(args, cfg)
+    check_free_space(args.output, expected_size(cfg, args.dtype))
     sha = hashlib.sha256()
     with Progress(cfg.num_params_padded, f"init {cfg.slug()}") as bar:
         def chunks():

@@ -3,9 +3,11 @@
     gpt2-verify report d12.bin -o init.html                       init state of a model file
     gpt2-verify report bug.bin compare.json gradflow.json runs/ablation bench.json -o report.html --png figs
 
-Each INPUT is a JSON record of this tool (compare, gradflow, llmc, ablate, bench; told apart by
-their "schema"), an ablation run directory (its summary.json), or a model file. Exit 0 written,
-2 bad input (one line naming the file and the problem), including a missing matplotlib.
+Each INPUT is a JSON record of this tool (compare, fuzz, checksum, stats, gradflow, llmc, ablate,
+bench; told apart by their "schema", typed by verify.records), an ablation run directory (its
+summary.json), or a model file, graded against the scheme's laws (its verdict is printed too).
+Exit 0 written, 2 bad input (one line naming the file, and for a malformed record the field,
+and the problem), including a missing matplotlib.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def cmd_report(args) -> int:
         )
     except MatplotlibMissing as e:
         raise InputError(None, str(e)) from None
+    for path, _verdict, line in result.verdicts:  # each model file's verdict, as the report states it
+        print(f"{path}: {line}")
     pngs = f", {len(result.figures)} PNGs in {args.png}" if args.png else ""
     print(f"report: {args.output}: {len(result.sections)} sections, {len(result.figures)} figures{pngs}")
     return EXIT_OK
@@ -41,7 +45,7 @@ def register(sub) -> None:
         nargs="+",
         metavar="INPUT",
         help="model file (llm.c .bin, state dict, safetensors, npz, HF dir), JSON record of "
-        "compare/gradflow/llmc/bench, or an ablation run directory",
+        "compare/fuzz/checksum/stats/gradflow/llmc/bench, or an ablation run directory",
     )
     p.add_argument("-o", "--output", required=True, metavar="HTML", help="the report to write")
     p.add_argument("--png", metavar="DIR", help="also write every figure as DIR/NAME.png")

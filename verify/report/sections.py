@@ -39,6 +39,8 @@ class ReportResult:
     html: str
     figures: list  # verify.report.document.Figure, in order
     sections: list[tuple[str, str]]  # (kind, path)
+    verdicts: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # model files: (path,
+    # verdict "distribution" | "mismatch", the line the report states)
 
 
 def _verdict_html(verdict: str | None, passed: bool | None = None) -> str:
@@ -869,7 +871,8 @@ def build_report(
             raise InputError(output, f"cannot write: {e.strerror or e}") from None
     if png_dir is not None:
         write_pngs(doc.figures, png_dir)
-    return ReportResult(text, doc.figures, [(loaded[i].kind, loaded[i].path) for i in order])
+    return ReportResult(text, doc.figures, [(loaded[i].kind, loaded[i].path) for i in order],
+                        [(loaded[i].path, *model_verdicts[i]) for i in order if i in model_verdicts])
 
 
 def _numel(shape) -> int:
