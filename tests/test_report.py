@@ -476,7 +476,7 @@ def test_report_of_a_correct_init_says_so(inputs, tmp_path):
     assert lines[0].startswith(f"{inputs['good']}: \u2713 correct init: every tensor follows the law gpt2 "
                                "expects (6 random tensors pass their law checks")
     assert {r["verdict"] for r in table_with(page, "std / expected")} == {"\u2713 right law"}
-    assert table_with(page, "kind")[0]["verdict"] == "\u2713 right law"
+    assert table_with(page, "kind")[0]["verdict"] == "\u2713 correct init"
 
 
 def test_report_of_2x_std_projections_names_them(tmp_path):

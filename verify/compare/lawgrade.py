@@ -66,6 +66,7 @@ class LawGrader:
                        for law, g in self.groups.items()}
         self.checks = {law: law_check(law, fpr=fpr, quantization=quant, name=self.labels[law])
                        for law in self.groups}
+        self._grade: TensorGrade | None = None
 
     def feed(self, start: int, values: np.ndarray) -> None:
         values = np.ravel(values)
@@ -112,7 +113,14 @@ class LawGrader:
             d.max_abs, d.max_abs_at = float(delta[k]), pos + int(idx[k])
 
     def grade(self) -> TensorGrade:
-        """The tensor's verdict and reason (verify.compare.grade.TensorGrade)."""
+        """The tensor's verdict and reason (verify.compare.grade.TensorGrade), once every value
+        has been fed. The law checks' buffers are released: a later call returns the same grade."""
+        if self._grade is None:
+            self._grade = self._compute()
+            self.checks = {}
+        return self._grade
+
+    def _compute(self) -> TensorGrade:
         name, shape, diffs = self.spec.name, self.shape, self.diffs
         numel = sum(d.numel for d in diffs)
         g = TensorGrade(name, shape, self.dtype, self.source, "distribution", "", numel=numel)

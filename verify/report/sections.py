@@ -779,8 +779,9 @@ def _inputs_table(loaded: list[Input], order: list[int], model_verdicts: dict[in
     rows = []
     for i in order:
         inp = loaded[i]
-        if inp.kind == "init":
-            verdict = _mark(model_verdicts[i][0])
+        if inp.kind == "init":  # a file: "correct init" (every law right) or a mismatch
+            v = model_verdicts[i][0]
+            verdict = '<span class="pass">\u2713 correct init</span>' if v == "distribution" else _mark(v)
         else:
             verdict = _verdict_html(getattr(inp.record, "verdict", None), getattr(inp.record, "passed", None))
         rows.append([esc(inp.path), esc(inp.kind), verdict,

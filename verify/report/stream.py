@@ -324,8 +324,8 @@ def scan_model(
     `init` (a reference.schemes.SchemeInit for the model's config): name -> TensorStats.
     `rowcol`: tensors to also take per-row/per-column sums of. `progress`: a Progress (update
     per chunk). `graders`: {name: verify.compare.LawGrader} fed every chunk of the same pass
-    (compare's law grading, no second read). Memory: one chunk (and its float64 copy) at a
-    time, plus the statistics."""
+    (compare's law grading, no second read) and graded as each tensor ends. Memory: one chunk
+    (and its float64 copy) at a time, plus the statistics and one tensor's law checks."""
     cfg = model.config
     out = {}
     for spec in parameter_table(cfg):
@@ -376,5 +376,7 @@ def scan_model(
                     _feed_rowcol(stats.rowcol, lo, x64, k)
             if progress is not None:
                 progress.update(values.size)
+        if grader is not None:
+            grader.grade()  # now, while this tensor is the one in memory: frees its law checks' buffers
         out[spec.name] = stats
     return out
