@@ -65,6 +65,27 @@ class MT19937:
             self._bg.random_raw(n, output=False)
             self.position += n
 
+    def jump(self, n: int) -> None:
+        """Advance n draws: a GF(2) polynomial jump (reference.jump) when n is large, else skip."""
+        from .jump import JUMP_MIN, jump_key
+
+        st = self._bg.state["state"]
+        # at pos p the key is the window the stream reaches after N - p more draws
+        rest = N - int(st["pos"])
+        if n < max(JUMP_MIN, rest):
+            self.skip(n)
+            return
+        key = jump_key(st["key"], n - rest)
+        self._bg.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": N}}
+        self.position += n
+
+    @classmethod
+    def at(cls, seed: int, position: int) -> "MT19937":
+        """The stream of `seed` after `position` draws."""
+        stream = cls(seed)
+        stream.jump(position)
+        return stream
+
     # ---- uniforms ----------------------------------------------------------------------------
     def u24(self, n: int) -> np.ndarray:
         """The 24-bit integers k behind randfloat32 = k * 2^-24 (uint32)."""

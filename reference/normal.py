@@ -128,17 +128,21 @@ def _small_llmc(stream: MT19937, n: int, std: np.float32, mean: np.float32) -> n
     return np.stack([first, second], axis=1).reshape(-1)[:n]
 
 
+def torch_pair(stream: MT19937) -> tuple[float, float]:
+    """One at::normal_distribution<double> pair from two doubles (four draws): (value, spare)."""
+    u1, u2 = stream.randfloat64(2)
+    r = math.sqrt(-2.0 * math.log1p(-float(u2)))
+    theta = 2.0 * math.pi * float(u1)
+    return r * math.cos(theta), r * math.sin(theta)
+
+
 def _small_torch(stream: MT19937, n: int, std: float, mean: float) -> np.ndarray:
     out = np.empty(n, dtype=np.float32)
     for t in range(n):
         if stream.spare is not None:
             z, stream.spare = stream.spare, None
         else:
-            u1, u2 = stream.randfloat64(2)
-            r = math.sqrt(-2.0 * math.log1p(-float(u2)))
-            theta = 2.0 * math.pi * float(u1)
-            stream.spare = r * math.sin(theta)
-            z = r * math.cos(theta)
+            z, stream.spare = torch_pair(stream)
         out[t] = np.float32(z * std + mean)
     return out
 
@@ -175,3 +179,37 @@ def advance(stream: MT19937, n: int, std, mean: float = 0.0, *, profile: str = "
         stream.skip(4 * ((n + 1) // 2))
     else:  # the torch spare depends on the values: compute them (n < 16, cheap)
         _small_torch(stream, n, float(std), float(mean))
+
+
+def normal_range(stream: MT19937, n: int, std, mean: float = 0.0, *, lo: int, hi: int,
+                 profile: str = "llmc", chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+    """Values [lo, hi) of one normal_ call of n values, `stream` at the call's first draw: only
+    the draws those values come from are made (n >= 16: their blocks of 16, and the redrawn
+    last block when n % 16 != 0; the stream jumps over the rest). Equal to
+    normal_array(stream, n, ...)[lo:hi]. n < 16 computes the whole (small) call."""
+    check_profile(profile)
+    if not 0 <= lo <= hi <= n:
+        raise ValueError(f"normal_range: need 0 <= lo <= hi <= n, got lo={lo} hi={hi} n={n}")
+    if lo == hi:
+        return
+    if n < 16:
+        yield normal_array(stream, n, std, mean, profile=profile)[lo:hi]
+        return
+    radius = tables.table("radius_eps" if profile == "llmc" else "radius")
+    sincos64 = tables.table("sincos").view(np.uint64).reshape(-1)
+    std32, mean32 = np.float32(std), np.float32(mean)
+    start = stream.position
+    emit = n - 16 if n % 16 else n  # values before `emit` come from the first pass's blocks
+    if lo < min(hi, emit):
+        b0, b1 = lo // 16, -(-min(hi, emit) // 16)
+        stream.jump(start + 16 * b0 - stream.position)
+        per_chunk = max(1, chunk // 16)
+        for blo in range(b0, b1, per_chunk):
+            nb = min(per_chunk, b1 - blo)
+            vals = _transform(stream.u24(16 * nb), std32, mean32, radius, sincos64)
+            first = 16 * blo
+            yield vals[max(lo, first) - first: min(hi, emit, first + 16 * nb) - first]
+    if hi > emit:  # the redrawn last block: draws n .. n + 15 of the call
+        stream.jump(start + n - stream.position)
+        vals = _transform(stream.u24(16), std32, mean32, radius, sincos64)
+        yield vals[max(lo, emit) - emit: hi - emit]
