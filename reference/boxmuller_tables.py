@@ -84,7 +84,8 @@ def _load(path: Path, name: str) -> np.ndarray | None:
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
-        a = np.fromfile(path, dtype="<f4")
+        # mapped, not read: processes generating shards in parallel share one copy
+        a = np.memmap(path, dtype="<f4", mode="r")
     except (OSError, ValueError):
         return None
     width = 2 if name == "sincos" else 1

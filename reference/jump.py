@@ -30,6 +30,7 @@ import numpy as np
 N = 624
 DEGREE = 19937
 JUMP_MIN = 1 << 24  # below this many draws (~57 ms of skipping) stepping is cheaper than a jump
+JUMP_CACHED_MIN = 1 << 21  # the same for a distance whose polynomial is cached (~7 ms)
 
 _SPREAD = np.array([sum(1 << (2 * i) for i in range(8) if b >> i & 1) for b in range(256)], dtype="<u2")
 
@@ -88,11 +89,30 @@ def _reduce(a: int) -> int:
     return a
 
 
-@functools.lru_cache(maxsize=256)
+_POLYS: dict[int, int] = {}  # distance -> x^d mod p, the most recent _POLYS_MAX
+_POLYS_MAX = 256
+
+
 def jump_poly(d: int) -> int:
-    """x^d mod p(x)."""
+    """x^d mod p(x) (cached per distance)."""
     if d < 0:
         raise ValueError(f"jump distance must be >= 0, got {d}")
+    g = _POLYS.get(d)
+    if g is None:
+        g = _xpow(d)
+        if len(_POLYS) >= _POLYS_MAX:
+            _POLYS.pop(next(iter(_POLYS)))
+        _POLYS[d] = g
+    return g
+
+
+def jump_cost_draws(d: int) -> int:
+    """Roughly how many skipped draws a jump of d costs (measured: applying a polynomial ~2M
+    draws' worth, computing one ~2^24): skip when d is below this."""
+    return JUMP_CACHED_MIN if d in _POLYS else JUMP_MIN
+
+
+def _xpow(d: int) -> int:
     p = char_poly()
     g = 1
     for bit in bin(d)[2:]:

@@ -67,15 +67,15 @@ class MT19937:
 
     def jump(self, n: int) -> None:
         """Advance n draws: a GF(2) polynomial jump (reference.jump) when n is large, else skip."""
-        from .jump import JUMP_MIN, jump_key
+        from . import jump
 
         st = self._bg.state["state"]
         # at pos p the key is the window the stream reaches after N - p more draws
         rest = N - int(st["pos"])
-        if n < max(JUMP_MIN, rest):
+        if n < max(jump.jump_cost_draws(n - rest), rest):
             self.skip(n)
             return
-        key = jump_key(st["key"], n - rest)
+        key = jump.jump_key(st["key"], n - rest)
         self._bg.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": N}}
         self.position += n
 

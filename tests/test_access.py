@@ -63,6 +63,7 @@ def test_stream_jump_from_any_block_position(before):
 def always_jump(monkeypatch):
     """Every jump of at least one draw by the polynomial path (bar the direct < 19937 case)."""
     monkeypatch.setattr(jump, "JUMP_MIN", 1)
+    monkeypatch.setattr(jump, "JUMP_CACHED_MIN", 1)
 
 
 @pytest.mark.parametrize("profile", ["llmc", "torch"])

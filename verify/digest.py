@@ -17,6 +17,48 @@ from gpt2_verify.reference.bf16 import f32_to_bf16_bits
 from gpt2_verify.reference.config import TensorSpec
 
 
+@dataclasses.dataclass(frozen=True)
+class Moments:
+    """Count, mean, sum of squared deviations, min, max of a chunk's finite values (float64),
+    and how many values were not finite."""
+
+    n: int
+    mean: float
+    m2: float
+    min: float
+    max: float
+    nonfinite: int
+
+
+def chunk_moments(a: np.ndarray) -> Moments:
+    x = np.asarray(a).reshape(-1).astype(np.float64)
+    finite = np.isfinite(x)
+    nonfinite = 0
+    if not finite.all():
+        nonfinite = int(x.size - finite.sum())
+        x = x[finite]
+    if not x.size:
+        return Moments(0, 0.0, 0.0, float("inf"), float("-inf"), nonfinite)
+    mean = float(x.mean())
+    return Moments(x.size, mean, float(np.square(x - mean).sum()), float(x.min()), float(x.max()), nonfinite)
+
+
+@dataclasses.dataclass(frozen=True)
+class Digested:
+    """A chunk whose moments and bf16 bits were computed where it was generated (a worker):
+    digest_stream then only hashes it."""
+
+    values: np.ndarray  # float32
+    bf16: np.ndarray | None  # uint16, llm.c's round-to-nearest-even bits
+    moments: Moments
+
+    @classmethod
+    def of(cls, values: np.ndarray, *, bf16: bool = True) -> "Digested":
+        a = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+        return cls(a, np.ascontiguousarray(f32_to_bf16_bits(a), dtype="<u2") if bf16 else None,
+                   chunk_moments(a))
+
+
 @dataclasses.dataclass
 class TensorDigest:
     name: str
@@ -44,21 +86,18 @@ class TensorDigest:
         if a.size == 0:
             return
         self._h.update(a.data)
-        x = a.astype(np.float64)
-        finite = np.isfinite(x)
-        if not finite.all():
-            self.nonfinite += int(a.size - finite.sum())
-            x = x[finite]
-        n = x.size
-        if n:
-            mean = float(x.mean())
-            m2 = float(np.square(x - mean).sum())
-            total = self.finite + n
-            delta = mean - self.mean
-            self.mean += delta * n / total
-            self.m2 += m2 + delta * delta * self.finite * n / total
-            self.min = min(self.min, float(x.min()))
-            self.max = max(self.max, float(x.max()))
+        self.merge(chunk_moments(a))
+
+    def merge(self, m: "Moments") -> None:
+        """Fold in the moments of the next chunk (Chan et al.'s pairwise update)."""
+        self.nonfinite += m.nonfinite
+        if m.n:
+            total = self.finite + m.n
+            delta = m.mean - self.mean
+            self.mean += delta * m.n / total
+            self.m2 += m.m2 + delta * delta * self.finite * m.n / total
+            self.min = min(self.min, m.min)
+            self.max = max(self.max, m.max)
             self.finite = total
 
     def finish(self) -> "TensorDigest":
@@ -84,23 +123,44 @@ class ModelDigest:
                 "tensors": {k: v.as_dict() for k, v in self.tensors.items()}}
 
 
-def digest_stream(pairs: Iterable[tuple[TensorSpec, np.ndarray]], *, bf16: bool = True,
+def digest_stream(pairs: Iterable[tuple[TensorSpec, "np.ndarray | Digested"]], *, bf16: bool = True,
                   progress=None) -> ModelDigest:
+    """Digest (spec, chunk) pairs in file order; a Digested chunk (moments and bf16 bits made by
+    a worker) is only hashed here, its three hashes updated in parallel threads (hashlib
+    releases the GIL), so this loop is no bottleneck for sharded generation."""
     tensors: dict[str, TensorDigest] = {}
     h32, h16 = hashlib.sha256(), hashlib.sha256()
     total = 0
-    for spec, chunk in pairs:
-        d = tensors.get(spec.name)
-        if d is None:
-            d = tensors[spec.name] = TensorDigest(spec.name, tuple(spec.shape))
-        a = np.ascontiguousarray(chunk, dtype="<f4").reshape(-1)
-        d.update(a)
-        h32.update(a.data)
-        if bf16:
-            h16.update(np.ascontiguousarray(f32_to_bf16_bits(a), dtype="<u2").data)
-        total += a.size
-        if progress is not None:
-            progress.update(a.size)
+    pool = None
+    try:
+        for spec, chunk in pairs:
+            d = tensors.get(spec.name)
+            if d is None:
+                d = tensors[spec.name] = TensorDigest(spec.name, tuple(spec.shape))
+            if isinstance(chunk, Digested):
+                if pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    pool = ThreadPoolExecutor(3, thread_name_prefix="gpt2v-sha")
+                a = chunk.values
+                jobs = [pool.submit(d._h.update, a.data), pool.submit(h32.update, a.data)]
+                if bf16:
+                    jobs.append(pool.submit(h16.update, chunk.bf16.data))
+                d.merge(chunk.moments)
+                for j in jobs:
+                    j.result()
+            else:
+                a = np.ascontiguousarray(chunk, dtype="<f4").reshape(-1)
+                d.update(a)
+                h32.update(a.data)
+                if bf16:
+                    h16.update(np.ascontiguousarray(f32_to_bf16_bits(a), dtype="<u2").data)
+            total += a.size
+            if progress is not None:
+                progress.update(a.size)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     for d in tensors.values():
         d.finish()
     return ModelDigest(tensors, h32.hexdigest(), h16.hexdigest() if bf16 else "", total)

@@ -8,7 +8,7 @@ import math
 from gpt2_verify.reference.config import GPTConfig
 
 from ..errors import EXIT_OK, InputError
-from .common import add_config_args, check_seed, config_from_args, emit_json
+from .common import add_config_args, add_executor_args, check_seed, config_from_args, emit_json
 
 DEFAULT_SCHEMES = "gpt2,torch-default,xavier-normal,gpt2+attprojw,fcprojw.scale=10"
 
@@ -67,15 +67,41 @@ def cmd_ablate(args) -> int:
     target = args.target_loss
     if target is None and data.entropy_rate is not None:
         target = round(data.entropy_rate + 0.1, 4)
+    if args.gpus_per_run < 0 or not args.cpus_per_run > 0:
+        raise InputError(None, "--gpus-per-run must be >= 0 and --cpus-per-run positive")
     device = args.device
-    if device == "auto":
+    if args.gpus_per_run:  # each Ray task gets its own GPU(s)
+        if args.executor != "ray":
+            raise InputError(None, "--gpus-per-run goes with --executor ray")
+        device = "cuda"
+    elif device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     s = study.Settings(cfg, arms, seeds, args.steps, args.batch, args.seq, args.lr,
                        weight_decay=args.weight_decay, eval_every=args.eval_every, log_every=args.log_every,
                        target_loss=target, device=device, profile=args.profile, data=data.to_dict())
-    summary = study.run_ablation(s, data, args.output, force=args.force)
+    made = []
+
+    def ray_executor():  # started only if some run is still to train
+        from .. import executors
+
+        made.append(executors.make("ray", workers=None, address=args.ray_address,
+                                   cpus_per_task=args.cpus_per_run, gpus_per_task=args.gpus_per_run))
+        return made[-1]
+
+    if args.ray_address and args.executor != "ray":
+        raise InputError(None, "--ray-address goes with --executor ray")
+    if args.executor == "ray":
+        from .. import executors
+
+        executors.require_ray()  # a missing extra is reported before any work
+    try:
+        summary = study.run_ablation(s, data, args.output, force=args.force,
+                                     executor=ray_executor if args.executor == "ray" else None)
+    finally:
+        for ex in made:
+            ex.close()
     if args.plot:  # the same figures as the report's ablation section
         from pathlib import Path
 
@@ -134,6 +160,11 @@ def register(sub) -> None:
     q.add_argument("--data-seed", type=int, default=0,
                    help="Markov source: seed of the chain and samples (0)")
     q.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="cpu (default) or cuda")
+    add_executor_args(q, what="the runs")
+    q.add_argument("--cpus-per-run", type=float, default=1, metavar="N",
+                   help="Ray: CPUs each run reserves, and its torch thread count (1)")
+    q.add_argument("--gpus-per-run", type=float, default=0, metavar="G",
+                   help="Ray: GPUs each run reserves (> 0 trains on cuda; 0: CPU runs)")
     q.add_argument("--plot", action="store_true", help="also write DIR/loss_curves.png (needs matplotlib)")
     q.add_argument("--force", action="store_true", help="redo every run in DIR, replacing its settings")
     q.add_argument("--json", metavar="PATH|-", help="also write the summary as JSON ('-': stdout, only JSON)")

@@ -54,6 +54,17 @@ def add_scheme_args(p: argparse.ArgumentParser) -> None:
                         "parameter (base_width=64); repeatable")
 
 
+def add_executor_args(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--executor, --ray-address and, for the init, --workers (verify.executors)."""
+    from ..executors import EXECUTORS
+
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help=f"where {what} run: local (this machine) or ray (a Ray cluster; needs "
+                        "pip install 'gpt2-verify[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="the Ray cluster to use (e.g. ray://head:10001 or auto); default: start a local Ray")
+
+
 def scheme_from_args(args, cfg: GPTConfig):
     """The resolved scheme (reference.schemes.SchemeInit) of --scheme/--set/--profile."""
     from gpt2_verify.reference.schemes import resolve

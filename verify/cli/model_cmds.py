@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -14,6 +15,7 @@ from ..pipeline import background
 from ..progress import Progress
 from .common import (
     add_config_args,
+    add_executor_args,
     add_scheme_args,
     check_seed,
     config_from_args,
@@ -36,6 +38,24 @@ def check_free_space(path: str, nbytes: int) -> None:
                                "`gpt2-verify checksum` (streams the init, writes nothing)")
 
 
+@contextlib.contextmanager
+def param_stream(args, cfg, scheme, *, digest: bool = False):
+    """(spec, chunk) pairs of the reference init: sequential in this process (--workers 1), or
+    in shards on --workers processes or Ray tasks (verify.sharded: the same values)."""
+    if args.executor == "local" and args.workers == 1 and not args.ray_address:
+        yield background(iter_params(cfg, args.seed, args.profile, scheme=scheme))
+        return
+    from .. import executors
+    from ..sharded import iter_params_sharded
+
+    workers = None if args.executor == "ray" and args.workers == 1 else args.workers
+    ex = executors.make(args.executor, workers=workers, address=args.ray_address)
+    try:
+        yield iter_params_sharded(scheme, args.seed, ex, digest=digest)
+    finally:
+        ex.close()
+
+
 def cmd_init(args) -> int:
     from ..formats.checkpoint import expected_size, write_checkpoint
 
@@ -44,9 +64,10 @@ def cmd_init(args) -> int:
     scheme = scheme_from_args(args, cfg)
     check_free_space(args.output, expected_size(cfg, args.dtype))
     sha = hashlib.sha256()
-    with Progress(cfg.num_params_padded, f"init {cfg.slug()}") as bar:
+    with Progress(cfg.num_params_padded, f"init {cfg.slug()}") as bar, \
+            param_stream(args, cfg, scheme) as pairs:
         def chunks():
-            for _spec, part in background(iter_params(cfg, args.seed, args.profile, scheme=scheme)):
+            for _spec, part in pairs:
                 if args.dtype == "fp32":
                     sha.update(np.ascontiguousarray(part, dtype="<f4").data)
                 bar.update(part.size)
@@ -71,9 +92,9 @@ def cmd_checksum(args) -> int:
     cfg = config_from_args(args)
     check_seed(args.seed)
     scheme = scheme_from_args(args, cfg)
-    with Progress(cfg.num_params_padded, f"checksum {cfg.slug()}") as bar:
-        d = digest_stream(background(iter_params(cfg, args.seed, args.profile, scheme=scheme)),
-                          progress=bar)
+    with Progress(cfg.num_params_padded, f"checksum {cfg.slug()}") as bar, \
+            param_stream(args, cfg, scheme, digest=True) as pairs:
+        d = digest_stream(pairs, progress=bar)
     if args.json:
         from ..records import ChecksumRecord
 
@@ -195,6 +216,11 @@ def register(sub) -> None:
     q = sub.add_parser("init", help="write the reference random init as an llm.c checkpoint")
     add_config_args(q)
     add_scheme_args(q)
+    q.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="generate in shards on N processes (or N Ray tasks at a time with --executor ray; "
+                        "default there: the cluster's CPUs), from each shard's stream position: the same "
+                        "bytes as 1 (default)")
+    add_executor_args(q, what="the shards")
     q.add_argument("-o", "--output", required=True, help="output .bin (written atomically)")
     q.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (version 3) or bf16 (version 5, round-to-nearest-even)")
@@ -204,6 +230,11 @@ def register(sub) -> None:
                                         "streamed (no file, bounded memory)")
     add_config_args(q)
     add_scheme_args(q)
+    q.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="generate in shards on N processes (or N Ray tasks at a time with --executor ray; "
+                        "default there: the cluster's CPUs), from each shard's stream position: the same "
+                        "bytes as 1 (default)")
+    add_executor_args(q, what="the shards")
     q.add_argument("--json", metavar="PATH", help="write per-tensor statistics as JSON "
                                                   "('-' for stdout)")
     q.set_defaults(func=cmd_checksum)

@@ -342,7 +342,14 @@ def summarize(s: Settings, runs: dict[tuple[str, int], dict], data: Tokens) -> d
 # ---- the ablation: resume, progress -----------------------------------------------------------
 
 def run_ablation(s: Settings, data: Tokens, out_dir: str | os.PathLike, *, force: bool = False,
-                 progress: bool | None = None, on_run_done: Callable[[dict], None] | None = None) -> dict:
+                 progress: bool | None = None, on_run_done: Callable[[dict], None] | None = None,
+                 executor=None) -> dict:
+    """Train every (arm, seed) not already in DIR/runs, writing each run's JSON as it finishes.
+    `executor` (verify.executors, or a function making one when there are runs to train): None
+    trains in this process one run after another with a per-step progress line; a Ray executor
+    trains runs in parallel tasks, each run
+    written when its task returns; a task that fails or whose worker dies loses only its run,
+    which the next call redoes (the call raises CheckFailed naming the lost runs)."""
     from ..progress import Progress
 
     out = Path(out_dir)
@@ -373,6 +380,20 @@ def run_ablation(s: Settings, data: Tokens, out_dir: str | os.PathLike, *, force
                     pass  # a damaged or foreign file is redone
             todo.append((arm, seed))
     total = len(s.arms) * len(s.seeds)
+    if executor is not None and todo:
+        if callable(executor):  # made only when there is something to train (a rerun needs no cluster)
+            executor = executor()
+        failed = _run_on(executor, s, data, todo, runs, out, total=total, progress=progress,
+                         on_run_done=on_run_done)
+        summary = summarize(s, runs, data)
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+        if failed:
+            from ..errors import CheckFailed
+
+            lost = "; ".join(f"{arm.label} seed {seed}: {why}" for (arm, seed), why in failed)
+            raise CheckFailed(f"{len(failed)} of {total} runs failed ({lost}); the others are saved in "
+                              f"{out}: run the same command again to redo only the failed runs")
+        return summary
     with Progress(len(todo) * s.steps, f"ablate ({len(runs)} runs done before)", enabled=progress,
                   unit="steps") as bar:
         for i, (arm, seed) in enumerate(todo, start=total - len(todo) + 1):
@@ -392,6 +413,45 @@ def run_ablation(s: Settings, data: Tokens, out_dir: str | os.PathLike, *, force
     summary = summarize(s, runs, data)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _train_task(job: tuple) -> dict:
+    """One run in a worker (a Ray task or a process): the same train_run, with the worker's
+    torch thread count fixed to `threads` (Ray gives each task its CPUs through
+    OMP_NUM_THREADS; torch's default elsewhere)."""
+    s, arm, seed, data, threads = job
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return train_run(s, arm, seed, data)
+
+
+def _run_on(executor, s: Settings, data: Tokens, todo: list, runs: dict, out: Path, *, total: int,
+            progress: bool | None, on_run_done) -> list:
+    """Runs as parallel tasks; returns [((arm, seed), why)] of the runs that failed."""
+    from ..executors import Failed
+    from ..progress import Progress
+
+    threads = getattr(executor, "threads_per_task", None)
+    jobs = [(s, arm, seed, data, threads) for arm, seed in todo]
+    failed = []
+    with Progress(len(todo), f"ablate ({len(runs)} runs done before)", enabled=progress, unit="runs") as bar:
+        for job, rec in executor.as_done(_train_task, jobs):
+            _, arm, seed, _, _ = job
+            if isinstance(rec, Failed):
+                failed.append(((arm, seed), rec.error))
+                bar.label = f"{total - len(todo) + bar.done + 1}/{total} runs; {arm.label} seed {seed} FAILED"
+            else:
+                write_text_atomic(out / run_file(arm, seed), json.dumps(rec) + "\n")
+                runs[(arm.label, seed)] = rec
+                last = rec["train_loss"][-1]
+                bar.label = (f"{total - len(todo) + bar.done + 1}/{total} runs; {arm.label} seed {seed} "
+                             f"loss {last if last is None else format(last, '.3f')}")
+                if on_run_done:
+                    on_run_done(rec)
+            bar.update(1)
+    return failed
 
 
 def render(summary: dict) -> str:
