@@ -71,3 +71,38 @@ def test_executor_usage_errors(capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--executor ray" in err and len(err.strip().splitlines()) == 1
     assert main(["checksum", *SMALL, "--workers", "0"]) == 2
+
+
+def test_compare_one_shard_generates_only_that_shard(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    compare_mod = importlib.import_module("gpt2_verify.verify.compare.compare")
+    from gpt2_verify.verify.formats.checkpoint import open_checkpoint
+
+    path = tmp_path / "m.bin"
+    argv = ["--layers", "4", "--channels", "64", "--heads", "4", "--vocab", "512", "--max-seq-len", "64"]
+    assert main(["init", *argv, "-o", str(path)]) == 0
+    with open_checkpoint(path) as ck:
+        spec = {s.name: s for s in ck.specs}["fcprojw"]
+    per = spec.numel // 4
+    raw = np.memmap(path, dtype="<f4", mode="r+", offset=1024)  # after the 256-int header
+    raw[spec.offset + 3 * per: spec.offset + 4 * per] *= 2  # layer 3's std doubled
+    raw.flush()
+    del raw
+
+    def no_full_stream(*a, **k):
+        raise AssertionError("the whole init was generated for one shard")
+
+    monkeypatch.setattr(compare_mod, "iter_params", no_full_stream)
+    capsys.readouterr()
+    assert main(["compare", str(path), "--tensor", "fcprojw", "--layers", "0:3"]) == 0
+    assert "bit-identical" in capsys.readouterr().out
+    assert main(["compare", str(path), "--tensor", "fcprojw", "--layers", "2:4"]) == 1
+    out = capsys.readouterr().out
+    assert "layer 3" in out and "mismatch" in out
+    assert main(["compare", str(path), "--tensor", "qkvw"]) == 0
+    for bad in (["--tensor", "nope"], ["--tensor", "fcprojw", "--layers", "3:9"], ["--layers", "1:2"],
+                ["--tensor", "wte", "--layers", "0:1"]):
+        capsys.readouterr()
+        assert main(["compare", str(path), *bad]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

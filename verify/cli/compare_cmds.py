@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from gpt2_verify.reference.config import LLMC_VOCAB, ConfigError, GPTConfig, from_descriptor
@@ -32,11 +33,31 @@ def _against(args, heads: int | None):
     return None
 
 
+def _layers(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise InputError(None, f"--layers {text!r}: write A:B (layers A to B-1), e.g. 10:12") from None
+    return a, b
+
+
 def cmd_compare(args) -> int:
     from ..compare import compare
     from ..formats.model import open_model
 
     check_seed(args.seed)
+    if args.layers is not None and ":" in args.layers:  # --layers A:B: a layer range of --tensor
+        args.layers_range, args.layers = args.layers, None
+    elif args.layers is not None:
+        try:
+            args.layers = int(args.layers)
+        except ValueError:
+            raise InputError(None, f"--layers {args.layers!r}: an integer L (custom config) or a range A:B "
+                                   "(with --tensor)") from None
+    if args.layers_range and not args.tensor:
+        raise InputError(None, "--layers A:B (a layer range) needs --tensor NAME")
     if not 0 < args.fpr <= 0.5:
         raise InputError(None, f"--fpr {args.fpr}: use a false-positive rate in (0, 0.5], e.g. 1e-9")
     against = _against(args, args.heads)
@@ -45,8 +66,14 @@ def cmd_compare(args) -> int:
         cfg = (against if isinstance(against, GPTConfig) else
                model.config if against is None else against.config)
         scheme = scheme_from_args(args, cfg)  # bad --set: one-line error, exit 2
-        report = compare(model, against=against, seed=args.seed, profile=args.profile, scheme=scheme,
-                         fpr=args.fpr, require=args.require)
+        try:
+            report = compare(model, against=against, seed=args.seed, profile=args.profile, scheme=scheme,
+                             fpr=args.fpr, require=args.require, tensor=args.tensor,
+                             layers=_layers(args.layers_range))
+        except ValueError as e:
+            if args.tensor is None:
+                raise
+            raise InputError(None, f"--tensor {args.tensor}: {e}") from None
         if args.json:
             emit_json(args.json, report.to_dict())
         if args.json != "-":
@@ -62,7 +89,7 @@ def register(sub) -> None:
     q.add_argument("--against", metavar="DESCRIPTOR|FILE",
                    help="grade against this descriptor's reference init (e.g. d12), or against another "
                         "model file (no regeneration); default: the config inferred from FILE")
-    q.add_argument("--layers", type=int, help="custom --against config: L")
+    q.add_argument("--layers", help="custom --against config: L; or, with --tensor, a layer range A:B")
     q.add_argument("--channels", type=int, help="custom --against config: C")
     q.add_argument("--heads", type=int, help="heads NH (custom --against config, or when FILE cannot tell)")
     q.add_argument("--vocab", type=int, help="custom --against config: V (50257)")
@@ -80,5 +107,8 @@ def register(sub) -> None:
                    help="the verdict needed to exit 0 (default close)")
     q.add_argument("--fpr", type=float, default=1e-9,
                    help="false-positive rate of all distribution checks together (1e-9)")
+    q.add_argument("--tensor", metavar="NAME", help="grade only this tensor (llm.c name, e.g. fcprojw): its "
+                                                    "reference is generated alone, from its stream position")
+    q.add_argument("--layers-range", metavar="A:B", help=argparse.SUPPRESS)  # --layers A:B lands here
     q.add_argument("--json", metavar="PATH", help="write the report as JSON ('-': stdout, JSON only)")
     q.set_defaults(func=cmd_compare)

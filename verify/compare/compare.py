@@ -59,7 +59,8 @@ def _resolve_scheme(scheme, overrides, cfg: GPTConfig, profile: str) -> SchemeIn
 
 def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
             scheme: "str | SchemeInit" = DEFAULT_SCHEME, overrides=(),
-            fpr: float = DEFAULT_FPR, require: str = "close", progress: bool | None = None) -> Report:
+            fpr: float = DEFAULT_FPR, require: str = "close", progress: bool | None = None,
+            tensor: str | None = None, layers: tuple[int, int] | None = None) -> Report:
     """Grade `candidate` (a verify.formats.model.ModelFile) against the reference init of
     `against` (a GPTConfig; None: the config inferred from the file) for (seed, profile), or
     against another ModelFile (no regeneration: e.g. the same model written by two builds).
@@ -67,7 +68,10 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
     scheme, overrides: the init scheme (a name from reference.schemes.SCHEMES, e.g.
     "xavier-uniform", or a resolved SchemeInit) and its `--set` overrides ("wpe.std=0.01"): the
     reference bits and every expected law come from them. Bad names or overrides raise
-    ValueError."""
+    ValueError.
+
+    tensor, layers: grade only that tensor (layers [a, b) of it): the reference is generated
+    for that shard alone, from its stream position (reference.access), not from the start."""
     check_profile(profile)
     check_require(require)
     file_mode = against is not None and not isinstance(against, GPTConfig)
@@ -90,15 +94,26 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
         return report  # every shape differs: nothing to grade value by value
 
     specs = parameter_table(cfg)
+    shard = None
+    if tensor is not None:
+        from gpt2_verify.reference.access import Access
+
+        access = Access(cfg, seed, profile, scheme=init)
+        lo, hi = access.tensor_range(tensor, layers)  # ValueError names a bad tensor or range
+        specs = [s for s in specs if s.name == tensor]
+        shard = (access, lo, hi, layers)
+    elif layers is not None:
+        raise ValueError("compare: layers= needs tensor=")
     # one law check per distinct random law of each tensor (lm_head: wte's): the family-wise
     # false-positive rate fpr is split evenly over them (Bonferroni)
     n_checks = sum(len(law_groups(init, s)) for s in specs)
-    wte = next(s for s in specs if s.name == "wte")
-    n_checks += len(law_groups(init, wte)) * (candidate.lm_head == "separate")
+    wte = next((s for s in specs if s.name == "wte"), None)
+    n_checks += len(law_groups(init, wte)) * (candidate.lm_head == "separate") if wte else 0
     per_check = fpr / max(n_checks, 1)
     # the reference, generated in a background thread (both cores), grouped by tensor
-    reference = None if file_mode else itertools.groupby(
-        background(iter_params(cfg, seed, profile, CHUNK, scheme=init)), key=lambda pair: pair[0].name)
+    stream = (iter_params(cfg, seed, profile, CHUNK, scheme=init) if shard is None else
+              shard[0].iter_range(shard[1], shard[2], CHUNK))
+    reference = None if file_mode else itertools.groupby(background(stream), key=lambda pair: pair[0].name)
     region_diffs: dict[str, list[RegionDiff]] = {}
     total = sum(s.numel for s in specs)
     with Progress(total, "compare", enabled=progress) as bar:
@@ -114,12 +129,13 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
                 name, group = next(reference)
                 assert name == spec.name, (name, spec.name)
                 ref_chunks = (part for _spec, part in group)
-            grade, diffs = _grade_one(candidate, cfg, spec, ref_chunks, per_check, init)
+            grade, diffs = _grade_one(candidate, cfg, spec, ref_chunks, per_check, init,
+                                      layers=None if shard is None else shard[3])
             report.tensors.append(grade)
             if diffs:
                 region_diffs[spec.name] = diffs
             bar.update(spec.numel)
-        if candidate.lm_head == "separate":
+        if candidate.lm_head == "separate" and tensor in (None, "wte"):
             ref_wte = (against.iter_chunks("wte", CHUNK) if file_mode else
                        (part for _s, part in iter_params(cfg, seed, profile, CHUNK, scheme=init)
                         if _s.name == "wte"))
@@ -134,8 +150,8 @@ def compare(candidate, *, against=None, seed: int = 42, profile: str = "llmc",
     return report
 
 
-def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float, init: SchemeInit
-               ) -> tuple[TensorGrade, list[RegionDiff] | None]:
+def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float, init: SchemeInit, *,
+               layers: tuple[int, int] | None = None) -> tuple[TensorGrade, list[RegionDiff] | None]:
     name = spec.name
     source = list(model.sources.get(name, []))
     dtype = model.dtypes.get(name, model.dtype)
@@ -155,7 +171,9 @@ def _grade_one(model, cfg: GPTConfig, spec: TensorSpec, ref_chunks, fpr: float, 
             text += " (transposed)"
         return TensorGrade(name, shape, dtype, source, "mismatch", text, numel=int(np.prod(shape))), None
     parts = regions(cfg, spec, rows, init=init)
-    diffs = diff_tensor(model.iter_chunks(name, CHUNK), ref_chunks, parts, dtype=dtype)
+    if layers is not None:  # one shard: its layers' regions, both streams from its first value
+        parts = [r for r in parts if layers[0] <= r.layer < layers[1]]
+    diffs = diff_tensor(model.iter_chunks(name, CHUNK, start=parts[0].lo), ref_chunks, parts, dtype=dtype)
     grade = grade_tensor(cfg, spec, diffs, shape=shape, dtype=dtype, source=source,
                          candidate_chunks=lambda start=0: model.iter_chunks(name, CHUNK, start=start),
                          fpr=fpr, init=init)

@@ -185,13 +185,14 @@ def _round_to(ref: np.ndarray, dtype: str) -> np.ndarray:
     return ref
 
 
-def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray], cuts: list[int]
+def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray], cuts: list[int], start: int = 0
              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(offset, a_piece, b_piece) of equal length, split at every position in `cuts`."""
+    """(offset, a_piece, b_piece) of equal length, split at every position in `cuts`; both
+    streams begin at offset `start`."""
     a = (np.ravel(x) for x in a)
     b = (np.ravel(x) for x in b)
     abuf = bbuf = np.empty(0, np.float32)
-    pos, ci = 0, 0
+    pos, ci = start, 0
     cuts = sorted(set(cuts))
     while True:
         # refill whichever side ran dry; either stream ending ends the pairing
@@ -222,11 +223,13 @@ def _take(chunks: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
 def diff_tensor(candidate: Iterator[np.ndarray], reference: Iterator[np.ndarray],
                 parts: list[Region], *, dtype: str, std: float | None = None) -> list[RegionDiff]:
     """One pass over a tensor: per region, what differs from the reference and by how much.
-    Random regions are measured against their law's std (Region.scale; `std` overrides it)."""
+    Random regions are measured against their law's std (Region.scale; `std` overrides it).
+    Both streams start at the first region's start (0 unless only some layers are graded)."""
     out = [RegionDiff(r) for r in parts]
     cuts = [r.lo for r in parts] + [parts[-1].hi]
     ri = 0
-    for pos, c, r in _aligned(candidate, _take(reference, parts[-1].hi), cuts):
+    start = parts[0].lo if parts else 0
+    for pos, c, r in _aligned(candidate, _take(reference, parts[-1].hi - start), cuts, start):
         while pos >= parts[ri].hi:
             ri += 1
         d = out[ri]
