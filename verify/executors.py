@@ -56,6 +56,8 @@ class Serial:
 class Processes:
     """A pool of `workers` local processes (spawned: nothing inherited but the arguments)."""
 
+    local_processes = True  # results may be handed over through local files (verify.sharded)
+
     def __init__(self, workers: int):
         import multiprocessing
 
