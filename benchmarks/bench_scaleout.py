@@ -1,6 +1,11 @@
-"""checksum scaling with --workers: whole processes timed in one run, the sequential path as baseline.
+"""checksum scaling with --workers, and ablate local vs --executor ray: whole processes, one run.
 
     python benchmarks/bench_scaleout.py --models d48 --workers 2,4 [--single-thread] [--json out.json]
+    python benchmarks/bench_scaleout.py --ablation [--ablation-args "..."]
+
+--ablation times the same `gpt2-verify ablate` settings with the local executor (one run after
+another, torch's default threads) and with --executor ray (a local Ray started by the command,
+one task per run, --cpus-per-run 1), and says whether the per-run losses are identical.
 
 Each row is one `gpt2-verify checksum MODEL [--workers N]` process (wall, peak RSS of the process
 itself, and its fp32 SHA-256: every row of a model must print the same). The baseline is the
@@ -35,14 +40,46 @@ def run(cmd: list[str], env: dict) -> tuple[float, float, dict]:
     return wall, usage.ru_maxrss / 1024, rec
 
 
+ABLATION = ("--layers 2 --channels 64 --heads 4 --vocab 64 --max-seq-len 64 --steps 100 --batch 8 --seq 64 "
+            "--seeds 2 --schemes gpt2,xavier-normal")
+
+
+def bench_ablation(extra: str) -> None:
+    import shutil
+
+    cli = [sys.executable, "-m", "gpt2_verify", "ablate", *extra.split()]
+    tmp = tempfile.mkdtemp(prefix="gpt2v-ablate-")
+    walls = {}
+    try:
+        for label, more in (("local", []), ("ray", ["--executor", "ray"])):
+            t0 = time.perf_counter()
+            subprocess.run([*cli, *more, "-o", os.path.join(tmp, label)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls[label] = time.perf_counter() - t0
+        runs = sorted(os.listdir(os.path.join(tmp, "local", "runs")))
+        same = all(json.load(open(os.path.join(tmp, "local", "runs", r)))["train_loss"]
+                   == json.load(open(os.path.join(tmp, "ray", "runs", r)))["train_loss"] for r in runs)
+        print(f"{os.cpu_count()} CPUs; ablate {extra}")
+        print(f"local executor: {walls['local']:.1f} s; --executor ray: {walls['ray']:.1f} s "
+              f"(ray/local {walls['ray'] / walls['local']:.2f}); {len(runs)} runs, per-run losses "
+              f"{'identical' if same else 'differ (thread counts differ: 1 per Ray task)'}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="d48")
-    ap.add_argument("--workers", default="2", help="comma list of worker counts (besides the sequential path)")
+    ap.add_argument("--workers", default="2", help="worker counts, e.g. 2,4 (besides the sequential path)")
     ap.add_argument("--no-sequential", action="store_true", help="skip the sequential baseline (huge models)")
     ap.add_argument("--single-thread", action="store_true", help="also the sequential path on one thread")
     ap.add_argument("--json", help="write the rows as JSON")
+    ap.add_argument("--ablation", action="store_true", help="time ablate local vs --executor ray instead")
+    ap.add_argument("--ablation-args", default=ABLATION)
     args = ap.parse_args()
+    if args.ablation:
+        bench_ablation(args.ablation_args)
+        return
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from gpt2_verify.reference.config import from_descriptor
 
@@ -76,8 +113,8 @@ def main() -> None:
             speed = base / wall if base else None
             eff = (one / wall) / min(cores, os.cpu_count() or 1) if one else None
             rows.append({"model": model, "params": n, "run": label, "wall_s": wall, "peak_rss_mib": rss,
-                         "speedup_vs_first": speed, "efficiency_per_core": eff, "sha256_fp32": rec["sha256_fp32"],
-                         "values_per_s": n / wall})
+                         "speedup_vs_first": speed, "efficiency_per_core": eff,
+                         "sha256_fp32": rec["sha256_fp32"], "values_per_s": n / wall})
             print(f"{model:<6} {n:>14,} {label:<26} {wall:>8.1f} {rss:>8.0f} "
                   f"{speed if speed else float('nan'):>8.2f} {eff if eff else float('nan'):>8.2f}  "
                   f"{rec['sha256_fp32'][:16]}", flush=True)
