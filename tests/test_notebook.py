@@ -10,12 +10,15 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "gpt2-init-tutorial.ipynb"
 
 
-def test_tutorial_notebook_runs(tmp_path):
+def test_tutorial_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
+    # one torch thread in the kernel and the commands it runs: beside the other test workers,
+    # spinning OpenMP threads on an oversubscribed machine slow the ablation cell down 10x
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
