@@ -44,7 +44,7 @@ ABLATION = ("--layers 2 --channels 64 --heads 4 --vocab 64 --max-seq-len 64 --st
             "--seeds 2 --schemes gpt2,xavier-normal")
 
 
-def bench_ablation(extra: str) -> None:
+def bench_ablation(extra: str, local_threads: int | None = None) -> None:
     import shutil
 
     cli = [sys.executable, "-m", "gpt2_verify", "ablate", *extra.split()]
@@ -52,14 +52,18 @@ def bench_ablation(extra: str) -> None:
     walls = {}
     try:
         for label, more in (("local", []), ("ray", ["--executor", "ray"])):
+            env = dict(os.environ)
+            if label == "local" and local_threads:
+                env["OMP_NUM_THREADS"] = str(local_threads)  # torch's intra-op threads
             t0 = time.perf_counter()
-            subprocess.run([*cli, *more, "-o", os.path.join(tmp, label)], check=True,
+            subprocess.run([*cli, *more, "-o", os.path.join(tmp, label)], check=True, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             walls[label] = time.perf_counter() - t0
         runs = sorted(os.listdir(os.path.join(tmp, "local", "runs")))
         same = all(json.load(open(os.path.join(tmp, "local", "runs", r)))["train_loss"]
                    == json.load(open(os.path.join(tmp, "ray", "runs", r)))["train_loss"] for r in runs)
-        print(f"{os.cpu_count()} CPUs; ablate {extra}")
+        threads = f"OMP_NUM_THREADS={local_threads}" if local_threads else "torch's default threads"
+        print(f"{os.cpu_count()} CPUs; ablate {extra}; local with {threads}")
         print(f"local executor: {walls['local']:.1f} s; --executor ray: {walls['ray']:.1f} s "
               f"(ray/local {walls['ray'] / walls['local']:.2f}); {len(runs)} runs, per-run losses "
               f"{'identical' if same else 'differ (thread counts differ: 1 per Ray task)'}")
@@ -76,9 +80,10 @@ def main() -> None:
     ap.add_argument("--json", help="write the rows as JSON")
     ap.add_argument("--ablation", action="store_true", help="time ablate local vs --executor ray instead")
     ap.add_argument("--ablation-args", default=ABLATION)
+    ap.add_argument("--local-threads", type=int, help="--ablation: the local process's torch threads")
     args = ap.parse_args()
     if args.ablation:
-        bench_ablation(args.ablation_args)
+        bench_ablation(args.ablation_args, args.local_threads)
         return
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from gpt2_verify.reference.config import from_descriptor
