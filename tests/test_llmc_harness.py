@@ -330,7 +330,7 @@ def test_cli_json_and_exit_codes(tmp_path, capsys):
             "64", "--seed", "2", "--no-determinism"]
     assert main(args + ["--test-bin", good, "--json", "-"]) == 0
     rep = json.loads(capsys.readouterr().out)  # JSON only on stdout
-    assert rep["schema"] == "gpt2-verify/llmc/2" and rep["verdict"] == "pass" and rep["weights"] == "probe"
+    assert rep["schema"] == "gpt2-verify/llmc/3" and rep["verdict"] == "pass" and rep["weights"] == "probe"
     assert rep["config"] == CFG.as_dict()
     assert set(rep["tolerances"]) == {"logits", "loss", "grads", "step_loss", "step_drift"}
     assert all({"measured", "source", "kind", "text"} <= set(t) and t["measured"] > 0 and t["source"]

@@ -14,7 +14,7 @@ Record types (the `schema` string is written first in every record):
     gpt2-verify/stats/1           StatsRecord      `stats --json`
     gpt2-verify/params/1          ParamsRecord     `params --json`
     gpt2-verify/gradflow/1        GradflowRecord   `gradflow --json`
-    gpt2-verify/llmc/2            LlmcRecord       `llmc --json`
+    gpt2-verify/llmc/3            LlmcRecord       `llmc --json`
     gpt2-verify/ablate/1          AblateSummary    `ablate`'s DIR/summary.json and `--json`
     gpt2-verify/ablate-run/1      AblateRun        `ablate`'s DIR/runs/*.json
     gpt2-verify/ablate-settings/1 AblateSettings   `ablate`'s DIR/ablation.json
@@ -724,7 +724,7 @@ class LlmcCheck(Struct):
 
 @struct
 class LlmcRecord(Record):
-    SCHEMA = "gpt2-verify/llmc/2"
+    SCHEMA = "gpt2-verify/llmc/3"
     KIND = "llmc"
     WRITER = "gpt2-verify llmc ... --json PATH"
     verdict: Verdict
@@ -734,6 +734,8 @@ class LlmcRecord(Record):
     tolerances: dict[str, dict]
     checks: list[LlmcCheck]
     builds_compared: list[str] = dataclasses.field(default_factory=list)
+    # CUDA binaries' derived limits by program ("test", "train", "fp32cu"), when any ran
+    cuda_tolerances: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 # ---- ablations ----------------------------------------------------------------------------------------

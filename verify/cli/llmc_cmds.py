@@ -1,5 +1,5 @@
 """`gpt2-verify debug-state` and `gpt2-verify llmc`: llm.c's test files without pretrained GPT-2,
-and a real verdict (and exit code) for a user's llm.c CPU binaries (verify.llmc.harness)."""
+and a real verdict (and exit code) for a user's llm.c CPU and CUDA binaries (verify.llmc)."""
 
 from __future__ import annotations
 
@@ -63,15 +63,30 @@ def cmd_debug_state(args) -> int:
         raise InputError(out, f"cannot create: {e.strerror or e}") from None
     exp = prepare(out, cfg, seed=args.seed, batch=args.batch, seq=args.seq, plain=args.plain_init,
                   need_train=False, params=params, profile=args.profile)
-    print(f"wrote {out}/gpt2_124M.bin, gpt2_124M_debug_state.bin (B={exp.test_B}, T={exp.test_T}, "
+    print(f"wrote {out}/gpt2_124M.bin (fp32, version 3: test_gpt2, train_gpt2, test_gpt2fp32cu and a "
+          f"PRECISION=FP32 test_gpt2cu open it), gpt2_124M_bf16.bin (bf16, version 5: test_gpt2cu's default "
+          f"PRECISION=BF16 build opens it), gpt2_124M_debug_state.bin (B={exp.test_B}, T={exp.test_T}, "
           f"reference loss {exp.loss:.6f}), gpt2_tokenizer.bin and "
           f"dev/data/tinyshakespeare/tiny_shakespeare_{{train,val}}.bin for {cfg.describe()} "
           f"({weights or ('plain init' if args.plain_init else 'probe weights')})")
     return EXIT_OK
 
 
+TEST_NAMES = ["test_gpt2", "test_gpt2cu", "test_gpt2fp32cu"]  # llm.c's Makefile targets
+TRAIN_NAMES = ["train_gpt2", "train_gpt2cu"]
+
+
+def _say(line: str) -> None:
+    """Progress on stderr (stdout may carry JSON): what runs now and why it takes long."""
+    import sys
+    import time
+
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def cmd_llmc(args) -> int:
-    from ..llmc.harness import run_harness
+    from ..llmc.cuda import kind_of
+    from ..llmc.harness import config_problems, run_harness
 
     cfg, params, weights = _model(args)
     check_seed(args.seed)
@@ -81,19 +96,24 @@ def cmd_llmc(args) -> int:
         d = Path(args.bin_dir)
         if not d.is_dir():
             raise InputError(d, "not a directory")
-        tests += [str(d / "test_gpt2")] if (d / "test_gpt2").exists() else []
-        trains += [str(d / "train_gpt2")] if (d / "train_gpt2").exists() else []
+        tests += [str(d / n) for n in TEST_NAMES if (d / n).exists()]
+        trains += [str(d / n) for n in TRAIN_NAMES if (d / n).exists()]
         if not tests and not trains:
-            raise InputError(d, "holds neither test_gpt2 nor train_gpt2")
+            raise InputError(d, f"holds none of {', '.join(TEST_NAMES + TRAIN_NAMES)}")
     if not tests and not trains:
         raise InputError(None, "give --bin-dir DIR or --test-bin/--train-bin paths")
     for b in tests + trains:
         if not (os.path.isfile(b) and os.access(b, os.X_OK)):
             raise InputError(b, "not an executable file")
+    kinds = {f"{prog}:{'cuda' if kind_of(b) == 'fp32cu' else kind_of(b)}"
+             for prog, bs in (("test", tests), ("train", trains)) for b in bs}
+    problems = config_problems(cfg, kinds=kinds, batch=args.batch, seq=args.seq, precision=args.precision)
+    if problems:
+        raise InputError(None, f"the binaries cannot run this config: {problems[0]}")
     report = run_harness(cfg, test_bins=tests, train_bins=trains, seed=args.seed, batch=args.batch,
                          seq=args.seq, plain=args.plain_init, steps=args.steps, timeout=args.timeout,
                          determinism=not args.no_determinism, params=params, weights=weights,
-                         profile=args.profile)
+                         profile=args.profile, precision=args.precision, say=_say)
     if args.json:
         emit_json(args.json, report.to_dict())
     if args.json != "-":
@@ -124,12 +144,18 @@ def register(sub) -> None:
     q.add_argument("-o", "--output", required=True, help="directory to write into")
     q.set_defaults(func=cmd_debug_state)
 
-    q = sub.add_parser("llmc", help="run llm.c CPU binaries against the float64 reference and judge "
-                                    "every printed figure (they exit 0 even when they fail)")
+    q = sub.add_parser("llmc", help="run llm.c's CPU and CUDA binaries against the float64 reference and "
+                                    "judge every printed figure (test_gpt2 exits 0 even when it fails)")
     _common(q)
-    q.add_argument("--bin-dir", help="directory with test_gpt2 and/or train_gpt2")
-    q.add_argument("--test-bin", action="append", help="a test_gpt2 build (repeat for several)")
-    q.add_argument("--train-bin", action="append", help="a train_gpt2 build (repeat for several)")
+    q.add_argument("--bin-dir", help="directory with any of test_gpt2, train_gpt2 (CPU), test_gpt2cu, "
+                                     "train_gpt2cu, test_gpt2fp32cu (CUDA)")
+    q.add_argument("--test-bin", action="append", help="a test_gpt2 / test_gpt2cu / test_gpt2fp32cu build "
+                                                       "(repeat for several; a name ending in 'cu' is CUDA)")
+    q.add_argument("--train-bin", action="append",
+                   help="a train_gpt2 / train_gpt2cu build (repeat for several)")
+    q.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                   help="the PRECISION the CUDA binaries were built with (bf16, llm.c's default; fp32 for "
+                        "`make ... PRECISION=FP32`): picks the model file they get and their derived limits")
     q.add_argument("--steps", type=int, default=10, help="train_gpt2 steps compared (10)")
     q.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds per binary run (1800: train_gpt2 on d12 takes minutes on a few cores)")

@@ -53,11 +53,15 @@ start, crashes, times out or prints nothing recognisable gives one failed `runs`
 tail of its output. Every tolerance is 10x the worst figure of correct llm.c builds (TOLERANCES,
 with the measurements and their source).
 
-JSON (`gpt2-verify llmc --json`), schema "gpt2-verify/llmc/2":
+CUDA binaries (test_gpt2cu, train_gpt2cu, test_gpt2fp32cu) are run and judged by cuda.py with
+limits derived in precision.py; their files are written here too (gpt2_124M_bf16.bin).
+
+JSON (`gpt2-verify llmc --json`), schema "gpt2-verify/llmc/3" (verify.records.LlmcRecord):
     {"schema", "verdict": "pass" | "fail", "config": GPTConfig.as_dict(), "seed",
      "weights": "probe" | "plain-init" | "file:PATH",
      "tolerances": {check kind: verify.tolerance.Tolerance.to_dict() ("norm" / "rel" / "abs",
                                  "scale_of", "measured", "source", "text", ...)},
+     "cuda_tolerances": {"test" | "train" | "fp32cu": CudaTolerances.summary()},  (when run)
      "checks": [{"binary", "check", "value", "tolerance", "used" (% of the tolerance),
                  "passed", "llmc_says" ("OK" / "NOT OK" as llm.c printed it, or null), "detail"}],
      "builds_compared": [one line per extra build of the same program: its first difference
@@ -71,8 +75,6 @@ import dataclasses
 import math
 import os
 import re
-import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -84,10 +86,26 @@ from ..formats.checkpoint import write_checkpoint_array
 from ..formats.debug_state import write_debug_state
 from ..formats.tokens import synthetic_pieces, write_shard, write_tokenizer
 from ..tolerance import Tolerance
+from .cuda import (
+    CUDA_FIGURE_LINE,
+    MODEL_FILE,
+    judge_test_cuda,
+    judge_test_fp32cu,
+    judge_train_cuda,
+    kind_of,
+    shape_problems,
+    train_flags,
+)
+from .precision import CudaTolerances, cuda_tolerances
+from .runs import TAIL_LINES, Check, RunOutput, drift, drift_check, run_binary, runs_failure, step_checks
+from .runs import _ok as _ok
+
+__all__ = ["TAIL_LINES", "Check", "RunOutput", "drift", "run_binary"]  # re-exported: one place each
 
 TRAIN_B, TRAIN_T = 4, 64  # train_gpt2.c main()
 TEST_STEPS = 10  # test_gpt2.c runs 10 steps
-TAIL_LINES = 20
+CUDA_TRAIN_LR = 3e-4  # train_gpt2cu -l: train_gpt2.cu's default learning rate
+CUDA_TRAIN_WD = 0.1  # train_gpt2cu -c: GPT-2's weight decay, so the decay is exercised
 PROBE_STD_SCALE = 10.0  # at C <= PROBE_WIDTH; above, 10 sqrt(PROBE_WIDTH / C)
 PROBE_WIDTH = 64
 
@@ -152,17 +170,49 @@ class Expected:
     logits_max: float
     loss: float
     grad_max: dict[str, float]
-    test_losses: list[float]  # the 10 steps test_gpt2 prints
+    test_losses: list[float]  # the 10 steps test_gpt2 (and test_gpt2fp32cu) print
     train_losses: list[float]  # the first `steps` steps train_gpt2 prints
+    logits_rms: float = 0.0
+    cuda_test_losses: list[float] = dataclasses.field(default_factory=list)  # test_gpt2cu's 10 steps
+    cuda_train_losses: list[float] = dataclasses.field(default_factory=list)  # train_gpt2cu's steps
+    cuda_tolerances: dict[str, CudaTolerances] = dataclasses.field(default_factory=dict)  # by program
+
+
+def cuda_train_adamw():
+    """train_gpt2cu's AdamW under cuda.train_flags: train_gpt2.cu's (betas 0.9/0.95, eps 1e-8,
+    clip 1, decay on the matrices) with the probe's learning rate and weight decay."""
+    from ..numerics.adamw import ADAMW
+
+    return dataclasses.replace(ADAMW["train_gpt2.cu"], lr=CUDA_TRAIN_LR, weight_decay=CUDA_TRAIN_WD)
+
+
+def config_problems(cfg: GPTConfig, *, kinds: set[str], batch: int, seq: int, precision: str) -> list[str]:
+    """Why the binaries of these kinds ("test:cpu", "train:cuda", ...) cannot run this config:
+    caught before anything runs (a CLI usage error), not as a failed run."""
+    out = []
+    if seq > cfg.max_seq_len:
+        out.append(f"the debug state's T={seq} exceeds the model's maxT {cfg.max_seq_len}")
+    if "train:cpu" in kinds and cfg.max_seq_len < TRAIN_T:
+        out.append(f"train_gpt2 always trains with T={TRAIN_T} (train_gpt2.c main) but the model's maxT is "
+                   f"{cfg.max_seq_len}: give a model with max_seq_len >= {TRAIN_T}, or only test binaries")
+    if "train:cpu" in kinds and cfg.vocab > 65536:
+        out.append(f"train_gpt2's token shards hold uint16 tokens: V={cfg.vocab} is more than 65536")
+    for prog, B, T in (("test", batch, seq), ("train", TRAIN_B, TRAIN_T)):
+        if f"{prog}:cuda" in kinds:
+            out += shape_problems(cfg, B=B, T=min(T, cfg.max_seq_len) if prog == "test" else T,
+                                  precision=precision, what=f"{prog}_gpt2cu")
+    return out
 
 
 def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch: int = 2, seq: int = 16,
             plain: bool = False, train_steps: int = 10, need_test: bool = True,
             need_train: bool = True, params: dict[str, np.ndarray] | None = None,
-            profile: str = "llmc") -> Expected:
-    """Write every file the binaries open into run_dir; return the reference's figures.
-    params: the model's weights (llm.c names and shapes, e.g. from a user's checkpoint) instead
-    of the probe weights; seed then only picks the tokens."""
+            profile: str = "llmc", cuda: bool = False, precision: str = "bf16") -> Expected:
+    """Write every file the binaries open into run_dir (gpt2_124M.bin and, for the CUDA build,
+    gpt2_124M_bf16.bin: every value the round-to-nearest-even bf16 of gpt2_124M.bin's); return
+    the reference's figures. params: the model's weights (llm.c names and shapes, e.g. from a
+    user's checkpoint) instead of the probe weights; seed then only picks the tokens. cuda: also
+    the figures and limits for test_gpt2cu/train_gpt2cu/test_gpt2fp32cu of `precision`."""
     from ..numerics.adamw import ADAMW
     from ..numerics.model import forward_backward, random_tokens
     from ..numerics.model import train_steps as ref_train_steps
@@ -172,6 +222,7 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
         params = probe_params(cfg, seed, plain=plain, profile=profile)
     flat = np.concatenate([params[s.name].reshape(-1) for s in cfg.tensors()])
     write_checkpoint_array(run / "gpt2_124M.bin", cfg, flat, "fp32")
+    write_checkpoint_array(run / "gpt2_124M_bf16.bin", cfg, flat, "bf16")
     seq = min(seq, cfg.max_seq_len)
     x, y = random_tokens(cfg, batch=batch, seq=seq, seed=seed)
     exp = Expected(cfg, batch, seq, 0.0, 0.0, {}, [], [])
@@ -180,23 +231,59 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
         write_debug_state(run / "gpt2_124M_debug_state.bin", cfg, x, y, fb.logits, fb.loss,
                           {n: g.astype(np.float32) for n, g in fb.grads.items()})
         exp.logits_max = float(np.max(np.abs(fb.logits)))
+        exp.logits_rms = float(np.sqrt(np.mean(fb.logits ** 2)))
         exp.loss = float(fb.loss)
         exp.grad_max = {n: float(np.max(np.abs(fb.grads[n]))) for n in TENSOR_NAMES}
         exp.test_losses = ref_train_steps(cfg, params, x, y, steps=TEST_STEPS, optimizer=ADAMW["test_gpt2.c"])
+        if cuda:
+            exp.cuda_test_losses = ref_train_steps(cfg, params, x, y, steps=TEST_STEPS,
+                                                   optimizer=ADAMW["test_gpt2.cu"])
+            numel = {s.name: s.numel for s in cfg.tensors()}
+            for prog, prec in (("test", precision), ("fp32cu", "fp32")):
+                exp.cuda_tolerances[prog] = cuda_tolerances(
+                    cfg, precision=prec, B=batch, T=seq, logits_max=exp.logits_max, logits_rms=exp.logits_rms,
+                    loss=exp.loss, grad_max=exp.grad_max, grad_numel=numel)
     # train_gpt2: one batch of B*T + 1 tokens in both shards (see the module docstring)
     tokens = _tokens(cfg, TRAIN_B * TRAIN_T + 1, seed + 1)
     data = run / "dev" / "data" / "tinyshakespeare"
     data.mkdir(parents=True, exist_ok=True)
     if cfg.vocab <= 65536:
         write_shard(data / "tiny_shakespeare_train.bin", tokens)
-        write_shard(data / "tiny_shakespeare_val.bin", tokens)
+        # test_gpt2cu's resume check reads B*T + 1 tokens of the val shard: tile the batch if needed
+        write_shard(data / "tiny_shakespeare_val.bin", np.resize(tokens, max(tokens.size, batch * seq + 1)))
     write_tokenizer(run / "gpt2_tokenizer.bin", synthetic_pieces(cfg.vocab), eot=cfg.vocab - 1)
     if need_train and cfg.max_seq_len >= TRAIN_T:
         bx = tokens[:-1].reshape(TRAIN_B, TRAIN_T).astype(np.int32)
         by = tokens[1:].reshape(TRAIN_B, TRAIN_T).astype(np.int32)
         exp.train_losses = ref_train_steps(cfg, params, bx, by, steps=train_steps,
                                            optimizer=ADAMW["train_gpt2.c"])
+        if cuda:
+            exp.cuda_train_losses = ref_train_steps(cfg, params, bx, by, steps=train_steps,
+                                                    optimizer=cuda_train_adamw())
+            logits = forward_backward(cfg, params, bx, by, dtype="float64", backward=False).logits
+            exp.cuda_tolerances["train"] = cuda_tolerances(
+                cfg, precision=precision, B=TRAIN_B, T=TRAIN_T, logits_max=float(np.max(np.abs(logits))),
+                logits_rms=float(np.sqrt(np.mean(logits ** 2))), loss=exp.cuda_train_losses[0],
+                grad_max={}, grad_numel={},
+                n_steps=train_steps)
     return exp
+
+
+def cuda_dir(run_dir: str | os.PathLike, precision: str) -> Path:
+    """A directory beside run_dir's files holding only the model file of `precision` (so a
+    build for the other precision cannot open one and fails, instead of being judged with the
+    wrong limits), with links to the debug state, tokenizer and shards."""
+    run = Path(run_dir)
+    d = run / f"cuda-{precision}"
+    if d.exists():
+        return d
+    (d / "dev" / "data" / "tinyshakespeare").mkdir(parents=True)
+    for rel in (MODEL_FILE[precision], "gpt2_124M_debug_state.bin", "gpt2_tokenizer.bin",
+                "dev/data/tinyshakespeare/tiny_shakespeare_train.bin",
+                "dev/data/tinyshakespeare/tiny_shakespeare_val.bin"):
+        if (run / rel).exists():
+            os.link(run / rel, d / rel)
+    return d
 
 
 def _tokens(cfg: GPTConfig, n: int, seed: int) -> np.ndarray:
@@ -204,38 +291,6 @@ def _tokens(cfg: GPTConfig, n: int, seed: int) -> np.ndarray:
 
 
 # ---- running and parsing ------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class RunOutput:
-    binary: str
-    returncode: int | None  # None: killed at the timeout
-    output: str
-    error: str | None  # crash / timeout / cannot start
-
-    def tail(self) -> str:
-        return "\n".join(self.output.strip().splitlines()[-TAIL_LINES:])
-
-
-def run_binary(binary: str | os.PathLike, run_dir: str | os.PathLike, *, timeout: float) -> RunOutput:
-    binary = os.path.abspath(binary)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)))
-    try:
-        proc = subprocess.Popen([binary], cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
-    except OSError as e:
-        return RunOutput(binary, None, "", f"cannot start: {e.strerror or e}")
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        text = out.decode(errors="replace")
-        return RunOutput(binary, None, text, f"timed out after {timeout:g} s (killed)")
-    text = out.decode(errors="replace")
-    if proc.returncode < 0:
-        return RunOutput(binary, proc.returncode, text, f"killed by signal {-proc.returncode}")
-    return RunOutput(binary, proc.returncode, text, None)
-
 
 _LOGITS = re.compile(r"^(NOT )?OK \(LOGITS\), max_diff = (\S+)")
 _LOSS = re.compile(r"^LOSS (OK|MISMATCH): (\S+) (\S+)")
@@ -291,36 +346,6 @@ def parse_train_gpt2(text: str) -> tuple[list[float], list[float], list[float]]:
 
 # ---- judging ----------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Check:
-    binary: str
-    check: str  # "logits", "loss", "dqkvw", "step 3 loss", "runs", "determinism", ...
-    value: float | None  # the printed figure (max diff or |diff|)
-    tolerance: float | None
-    passed: bool
-    llmc_says: str | None  # what llm.c's own check printed (OK / NOT OK), if it has one
-    detail: str = ""
-
-    @property
-    def used(self) -> float | None:
-        if self.value is None or not self.tolerance:
-            return None
-        return 100.0 * self.value / self.tolerance
-
-    def to_dict(self) -> dict:
-        return {"binary": self.binary, "check": self.check, "value": _num(self.value),
-                "tolerance": _num(self.tolerance), "used": _num(self.used), "passed": self.passed,
-                "llmc_says": self.llmc_says, "detail": self.detail}
-
-
-def _num(x):
-    return None if x is None or not math.isfinite(x) else x
-
-
-def _ok(flag: bool) -> str:
-    return "OK" if flag else "NOT OK"
-
-
 def _loss_tol(ref: float) -> float:
     return TOLERANCES["loss"].bound(ref)
 
@@ -332,16 +357,6 @@ def _step_tol(ref: float, first: float) -> float:
     return TOLERANCES["step_loss"].bound(ref, scale=max(abs(ref), abs(first)))
 
 
-def drift(printed: list[float], reference: list[float]) -> float:
-    """Least-squares slope of (printed - reference) over the steps, per step. Rounding makes
-    the per-step errors scatter around a constant; an error in the update (weight decay,
-    bias correction, a moment) adds to every step's parameters, so the gap grows linearly."""
-    n = min(len(printed), len(reference))
-    e = np.asarray(printed[:n], dtype=np.float64) - np.asarray(reference[:n], dtype=np.float64)
-    i = np.arange(n) - (n - 1) / 2.0
-    return float((i * (e - e.mean())).sum() / (i * i).sum())
-
-
 def _drift_tol(first: float, n: int) -> float:
     """The step_drift tolerance was measured over 10 steps. A slope fitted to fewer points
     scatters more: for independent errors its spread goes as 1 / sqrt(sum (i - mean)^2) =
@@ -351,23 +366,13 @@ def _drift_tol(first: float, n: int) -> float:
     return TOLERANCES["step_drift"].bound(scale=abs(first)) * widen
 
 
-def _drift_check(name: str, check: str, printed: list[float], reference: list[float]) -> Check | None:
-    n = min(len(printed), len(reference))
-    if n < 3:
-        return None  # a slope needs at least 3 steps; the missing steps fail on their own
-    slope, tol = abs(drift(printed, reference)), _drift_tol(reference[0], n)
-    return Check(name, check, slope, tol, slope <= tol, None,
-                 f"printed - reference grows by {drift(printed, reference):+.3g} per step over {n} steps")
-
-
 def judge_test(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if run.error:
-        return [Check(name, "runs", None, None, False, None, f"{run.error}; output tail:\n{run.tail()}")]
+        return [runs_failure(name, run, "")]
     p = parse_test_gpt2(run.output)
     checks = []
     if p.logits is None and p.loss is None and not p.grads:
-        return [Check(name, "runs", None, None, False, None,
-                      f"exit {run.returncode}, no test_gpt2 output recognised; tail:\n{run.tail()}")]
+        return [runs_failure(name, run, "no test_gpt2 output recognised")]
     tol = TOLERANCES["logits"].bound(scale=exp.logits_max)
     if p.logits is None:
         checks.append(Check(name, "logits", None, tol, False, None, "no logits line"))
@@ -388,41 +393,30 @@ def judge_test(name: str, run: RunOutput, exp: Expected) -> list[Check]:
         v, ok = p.grads[n]
         checks.append(Check(name, f"d{n}", v, tol, v <= tol, _ok(ok),
                             f"max |grad| {exp.grad_max[n]:.3g}"))
-    for i, ref in enumerate(exp.test_losses):
-        if i >= len(p.steps):
-            checks.append(Check(name, f"step {i} loss", None, None, False, None, "step not printed"))
-            continue
-        got, _ms, ok = p.steps[i]
-        d, tol = abs(got - ref), _step_tol(ref, exp.test_losses[0])
-        checks.append(Check(name, f"step {i} loss", d, tol, d <= tol, _ok(ok),
-                            f"printed {got:.6f}, reference {ref:.8f} (llm.c compares with its hard-coded "
-                            f"pretrained-GPT-2 losses, ignored here)"))
-    if c := _drift_check(name, "step loss drift", [s[0] for s in p.steps], exp.test_losses):
+    checks += step_checks(name, "step {} loss", [s[0] for s in p.steps], exp.test_losses,
+                          lambda i, ref: _step_tol(ref, exp.test_losses[0]), [_ok(s[2]) for s in p.steps],
+                          " (llm.c compares with its hard-coded pretrained-GPT-2 losses, ignored here)")
+    if c := drift_check(name, "step loss drift", [s[0] for s in p.steps], exp.test_losses,
+                        lambda n: _drift_tol(exp.test_losses[0], n)):
         checks.append(c)
     return checks
 
 
 def judge_train(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if run.error:
-        return [Check(name, "runs", None, None, False, None, f"{run.error}; output tail:\n{run.tail()}")]
+        return [runs_failure(name, run, "")]
     losses, _times, _vals = parse_train_gpt2(run.output)
     if not losses:
-        return [Check(name, "runs", None, None, False, None,
-                      f"exit {run.returncode}, no train_gpt2 step lines recognised; tail:\n{run.tail()}")]
-    checks = []
-    for i, ref in enumerate(exp.train_losses):
-        if i >= len(losses):
-            checks.append(Check(name, f"train step {i} loss", None, None, False, None, "step not printed"))
-            continue
-        d, tol = abs(losses[i] - ref), _step_tol(ref, exp.train_losses[0])
-        checks.append(Check(name, f"train step {i} loss", d, tol, d <= tol, None,
-                            f"printed {losses[i]:.6f}, reference {ref:.8f}"))
-    if c := _drift_check(name, "train loss drift", losses, exp.train_losses):
+        return [runs_failure(name, run, "no train_gpt2 step lines recognised")]
+    checks = step_checks(name, "train step {} loss", losses, exp.train_losses,
+                         lambda i, ref: _step_tol(ref, exp.train_losses[0]))
+    if c := drift_check(name, "train loss drift", losses, exp.train_losses,
+                        lambda n: _drift_tol(exp.train_losses[0], n)):
         checks.append(c)
     return checks
 
 
-_TIMING = re.compile(r"\(took [^)]*\)")
+_TIMING = re.compile(r"\(took [^)]*\)|\| [\d.]+ ms \|.*$")  # train_gpt2cu: "| 1.23 ms | MFU | tok/s"
 
 
 def _figure_lines(text: str) -> list[str]:
@@ -435,6 +429,8 @@ def _figure_lines(text: str) -> list[str]:
         elif _TENSOR.match(line):
             out.append(f"{label}: {line}")
         elif any(r.match(line) for r in (_LOGITS, _LOSS, _TEST_STEP, _OVERALL, _TRAIN_STEP, _VAL)):
+            out.append(line)
+        elif CUDA_FIGURE_LINE.match(line):
             out.append(line)
     return out
 
@@ -464,6 +460,7 @@ class HarnessReport:
     weights: str  # "probe", "plain-init" or "file:PATH"
     checks: list[Check]
     notes: list[str] = dataclasses.field(default_factory=list)  # builds compared with each other
+    cuda_tolerances: dict[str, dict] = dataclasses.field(default_factory=dict)  # CudaTolerances.summary()
 
     @property
     def verdict(self) -> str:
@@ -475,6 +472,7 @@ class HarnessReport:
 
         return LlmcRecord.make(verdict=self.verdict, config=self.config, seed=self.seed, weights=self.weights,
                                tolerances={k: t.to_dict() for k, t in TOLERANCES.items()},
+                               cuda_tolerances=dict(self.cuda_tolerances),
                                checks=[c.to_dict() for c in self.checks], builds_compared=list(self.notes))
 
     def to_dict(self) -> dict:
@@ -495,51 +493,84 @@ class HarnessReport:
             if c.detail:
                 lines.append(f"{_label(c.binary)}: {c.check}: {c.detail}")
         lines += [f"builds compared: {n}" for n in self.notes]
+        lines.append(COLUMNS)
         head = (f"{len(bad)} of {len(self.checks)} checks failed, first: {_label(bad[0].binary)} "
                 f"{bad[0].check}" if bad else f"all {len(self.checks)} checks passed")
         lines.append(f"verdict: {self.verdict}: {head}")
         return "\n".join(lines)
 
 
+COLUMNS = ("columns: value = the figure the binary printed (max |diff| for logits and gradients, "
+           "|printed - reference| for losses, |slope| for drift); tolerance = our limit for it against the "
+           "float64 reference; used = value / tolerance; ours = our verdict; llm.c = what the binary's "
+           "own check printed (its hand-set limits; its step check compares with pretrained GPT-2's "
+           "losses, so it says NOT OK for any other model)")
+
+
 def run_harness(cfg: GPTConfig, *, test_bins=(), train_bins=(), seed: int = 42, batch: int = 2,
                 seq: int = 16, plain: bool = False, steps: int = 10, timeout: float = 600.0,
                 determinism: bool = True, params: dict[str, np.ndarray] | None = None,
-                weights: str | None = None, profile: str = "llmc") -> HarnessReport:
+                weights: str | None = None, profile: str = "llmc", precision: str = "bf16",
+                say=None) -> HarnessReport:
     """Run every binary in one prepared directory and judge it. determinism: run each binary
     a second time and name the first printed figure that differs. Several builds of the same
     program are also compared with each other (report notes: two correct builds may differ in
-    the last printed digit, e.g. -O3 against -Ofast, so this is information, not a check)."""
+    the last printed digit, e.g. -O3 against -Ofast, so this is information, not a check).
+    CUDA binaries (cuda.kind_of) run in cuda_dir(precision) and are judged with the derived
+    limits of `precision` (test_gpt2fp32cu always fp32). say: a callable taking one progress line."""
+    say = say or (lambda line: None)
+    bins = [("test", str(b), kind_of(str(b))) for b in test_bins] + \
+           [("train", str(b), kind_of(str(b))) for b in train_bins]
+    kinds = {f"{prog}:{'cuda' if k == 'fp32cu' else k}" for prog, _b, k in bins}
+    if problems := config_problems(cfg, kinds=kinds, batch=batch, seq=seq, precision=precision):
+        raise ValueError("; ".join(problems))
     checks: list[Check] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gpt2v-llmc-") as d:
+        say("computing the float64 reference (forward, backward and the AdamW steps of every program "
+            "given; the first call in a fresh environment also loads torch from disk)")
         exp = prepare(d, cfg, seed=seed, batch=batch, seq=seq, plain=plain, train_steps=steps,
                       need_test=bool(test_bins), need_train=bool(train_bins), params=params,
-                      profile=profile)
-        outputs: dict[str, list[RunOutput]] = {"test": [], "train": []}
-        for kind, bins, judge in (("test", test_bins, judge_test), ("train", train_bins, judge_train)):
-            for b in bins:
-                if kind == "train" and cfg.max_seq_len < TRAIN_T:
-                    checks.append(Check(str(b), "runs", None, None, False, None,
-                                        f"train_gpt2 uses T={TRAIN_T}: needs maxT >= {TRAIN_T}"))
-                    continue
-                first = run_binary(b, d, timeout=timeout)
-                judged = judge(str(b), first, exp)
-                checks += judged
-                outputs[kind].append(first)
-                if determinism and judged[0].check != "runs":  # it ran and printed its figures
-                    again = run_binary(b, d, timeout=timeout)
-                    diff = first_difference(first.output, again.output) if not again.error else again.error
-                    checks.append(Check(str(b), "determinism", None, None, diff is None, None,
-                                        f"a second run differs: {diff}" if diff
-                                        else "a second run prints the same figures"))
-        for kind in ("test", "train"):
-            runs = [r for r in outputs[kind] if not r.error]
+                      profile=profile, cuda=any(k != "cpu" for _p, _b, k in bins), precision=precision)
+        outputs: dict[tuple, list[RunOutput]] = {}
+        for i, (prog, b, kind) in enumerate(bins):
+            where, args, judge = _plan(d, prog, kind, exp, precision=precision, steps=steps)
+            say(f"running {_label(b)} ({i + 1}/{len(bins)}{', twice' if determinism else ''})")
+            first = run_binary(b, where, timeout=timeout, args=args)
+            judged = judge(b, first)
+            checks += judged
+            outputs.setdefault((prog, kind), []).append(first)
+            if determinism and judged[0].check != "runs":  # it ran and printed its figures
+                again = run_binary(b, where, timeout=timeout, args=args)
+                # CUDA binaries print memory use and timings outside "(took ...)": figures only
+                diff = (again.error or
+                        first_difference(first.output, again.output, figures_only=kind != "cpu"))
+                checks.append(Check(b, "determinism", None, None, diff is None, None,
+                                    f"a second run differs: {diff}" if diff
+                                    else "a second run prints the same figures"))
+        for runs in outputs.values():
+            runs = [r for r in runs if not r.error]
             for r in runs[1:]:
                 diff = first_difference(runs[0].output, r.output, figures_only=True)
                 notes.append(f"{_label(r.binary)} vs {_label(runs[0].binary)}: "
                              + (f"first difference {diff}" if diff else "the same printed figures"))
     label = weights or ("plain-init" if plain else "probe")
-    return HarnessReport(cfg.as_dict(), seed, label, checks, notes)
+    return HarnessReport(cfg.as_dict(), seed, label, checks, notes,
+                         {k: t.summary() for k, t in exp.cuda_tolerances.items()})
+
+
+def _plan(run_dir: str, prog: str, kind: str, exp: Expected, *, precision: str, steps: int):
+    """(working directory, arguments, judge(name, run)) for one binary."""
+    if kind == "cpu":
+        return run_dir, (), lambda b, r: (judge_test if prog == "test" else judge_train)(b, r, exp)
+    if kind == "fp32cu":  # test_gpt2_fp32.cu reads gpt2_124M.bin whatever the precision asked
+        return run_dir, (), lambda b, r: judge_test_fp32cu(b, r, exp, exp.cuda_tolerances["fp32cu"])
+    where = str(cuda_dir(run_dir, precision))
+    if prog == "test":
+        return where, (), lambda b, r: judge_test_cuda(b, r, exp, exp.cuda_tolerances["test"])
+    args = train_flags(precision=precision, B=TRAIN_B, T=TRAIN_T, steps=steps, lr=CUDA_TRAIN_LR,
+                       wd=CUDA_TRAIN_WD)
+    return where, args, lambda b, r: judge_train_cuda(b, r, exp, exp.cuda_tolerances["train"])
 
 
 def _label(binary: str) -> str:
