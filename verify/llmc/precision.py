@@ -33,7 +33,8 @@ derived instead, from three facts about how llm.c computes:
    The mean loss over B T positions moves by delta z_y - E_p[delta z] per position (log-softmax),
    rms at most sqrt(2) sigma rms|z|, averaged over B T independent positions, plus the float32
    sum of the B T losses (rms u32 loss sqrt(B T / 3)):
-   sigma_loss^2 = (sqrt(2) sigma_fwd rms|z| / sqrt(B T))^2 + (u32 loss)^2 B T / 3. A step loss after updates carries the
+   sigma_loss^2 = (sqrt(2) sigma_fwd rms|z| / sqrt(B T))^2 + (u32 loss)^2 B T / 3.
+   A step loss after updates carries the
    gradients' error into the update direction (AdamW normalises the step, so a relative gradient
    error is a relative update error) and re-rounds the parameters each step: its sigma uses
    R_fwd + R_bwd. The drift is the least-squares slope of n such errors:
