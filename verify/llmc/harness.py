@@ -97,7 +97,17 @@ from .cuda import (
     train_flags,
 )
 from .precision import CudaTolerances, cuda_tolerances
-from .runs import TAIL_LINES, Check, RunOutput, drift, drift_check, run_binary, runs_failure, step_checks
+from .runs import (
+    TAIL_LINES,
+    Check,
+    RunOutput,
+    drift,
+    drift_check,
+    name_the_cause,
+    run_binary,
+    runs_failure,
+    step_checks,
+)
 from .runs import _ok as _ok
 
 __all__ = ["TAIL_LINES", "Check", "RunOutput", "drift", "run_binary"]  # re-exported: one place each
@@ -108,6 +118,7 @@ CUDA_TRAIN_LR = 3e-4  # train_gpt2cu -l: train_gpt2.cu's default learning rate
 CUDA_TRAIN_WD = 0.1  # train_gpt2cu -c: GPT-2's weight decay, so the decay is exercised
 PROBE_STD_SCALE = 10.0  # at C <= PROBE_WIDTH; above, 10 sqrt(PROBE_WIDTH / C)
 PROBE_WIDTH = 64
+PROBE_LNF_GAIN = 3.0  # the final LayerNorm's weight and bias scaled: logits x3
 
 _MEASURED = ("measured: llm.c f1e2ace CPU builds `make CC=gcc train_gpt2 test_gpt2` (gcc 12.2 -Ofast "
              "-march=native -fopenmp) and the same with CFLAGS=-O3 NO_OMP=1 (sequential float32 sums), "
@@ -128,14 +139,15 @@ TOLERANCES: dict[str, Tolerance] = {
     "grads": Tolerance(norm=3.5e-5, measured=3.44e-6, scale_of="max|reference grad| of the tensor",
                        source="10x the worst correct build over all 16 tensors (-O3, dqkvw, L2 C64 V1000 "
                               "B1 T16 seed 2); " + _MEASURED),
-    "step_loss": Tolerance(norm=7.2e-6, abs=LOSS_PRINT, measured=7.18e-7,
+    "step_loss": Tolerance(norm=2.9e-6, abs=LOSS_PRINT, measured=7.18e-7,
                            scale_of="max(|reference step loss|, |reference step-0 loss|)",
-                           source="10x the worst correct build over test_gpt2's 10 and train_gpt2's 10 steps "
-                                  "(-O3, L2 C64 V1000 B4 T64 seed 2), + half a unit of the printed 6th "
+                           source="4x the worst correct build over test_gpt2's 10 and train_gpt2's 10 steps "
+                                  "(-O3, L2 C64 V1000 B4 T64 seed 2; 4x, not 10x: the probe's missing weight "
+                                  "decay moves them 1.3x the 10x limit), + half a unit of the printed 6th "
                                   "decimal; " + _MEASURED),
-    "step_drift": Tolerance(norm=6e-7, measured=5.94e-8,
+    "step_drift": Tolerance(norm=2.4e-7, measured=5.94e-8,
                             scale_of="|reference step-0 loss| per step (widened below 10 steps)",
-                            source="least-squares slope of (printed - reference) step losses; 10x the "
+                            source="least-squares slope of (printed - reference) step losses; 4x the "
                                    "worst correct build, test_gpt2 and train_gpt2 (-O3, L3 C96 V2000 B2 T64 "
                                    "seed 1); an update error grows with every step while rounding scatters, "
                                    "so the slope sees it before any single step does; " + _MEASURED),
@@ -159,6 +171,8 @@ def probe_params(cfg: GPTConfig, seed: int, *, plain: bool = False,
     for name in ZERO_TENSORS:
         params[name][...] = (0.05 * rng.standard_normal(params[name].shape)).astype(np.float32)
     params["wte"][cfg.vocab:] = 0.0  # padded rows stay zero
+    params["lnfw"] *= np.float32(PROBE_LNF_GAIN)  # logits x3: weight decay shows (module docstring)
+    params["lnfb"] *= np.float32(PROBE_LNF_GAIN)
     return params
 
 
@@ -176,6 +190,9 @@ class Expected:
     cuda_test_losses: list[float] = dataclasses.field(default_factory=list)  # test_gpt2cu's 10 steps
     cuda_train_losses: list[float] = dataclasses.field(default_factory=list)  # train_gpt2cu's steps
     cuda_tolerances: dict[str, CudaTolerances] = dataclasses.field(default_factory=dict)  # by program
+    # float64 step losses of the same runs with one optimizer mistake each (adamw.bug_variants),
+    # by program ("test", "train", "cuda_test", "cuda_train") and variant name
+    variants: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
 
 
 def cuda_train_adamw():
@@ -235,6 +252,7 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
         exp.loss = float(fb.loss)
         exp.grad_max = {n: float(np.max(np.abs(fb.grads[n]))) for n in TENSOR_NAMES}
         exp.test_losses = ref_train_steps(cfg, params, x, y, steps=TEST_STEPS, optimizer=ADAMW["test_gpt2.c"])
+        exp.variants["test"] = _variants(cfg, params, x, y, TEST_STEPS, ADAMW["test_gpt2.c"])
         if cuda:
             exp.cuda_test_losses = ref_train_steps(cfg, params, x, y, steps=TEST_STEPS,
                                                    optimizer=ADAMW["test_gpt2.cu"])
@@ -257,6 +275,7 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
         by = tokens[1:].reshape(TRAIN_B, TRAIN_T).astype(np.int32)
         exp.train_losses = ref_train_steps(cfg, params, bx, by, steps=train_steps,
                                            optimizer=ADAMW["train_gpt2.c"])
+        exp.variants["train"] = _variants(cfg, params, bx, by, train_steps, ADAMW["train_gpt2.c"])
         if cuda:
             exp.cuda_train_losses = ref_train_steps(cfg, params, bx, by, steps=train_steps,
                                                     optimizer=cuda_train_adamw())
@@ -284,6 +303,32 @@ def cuda_dir(run_dir: str | os.PathLike, precision: str) -> Path:
         if (run / rel).exists():
             os.link(run / rel, d / rel)
     return d
+
+
+def _variants(cfg: GPTConfig, params, x, y, steps: int, opt) -> dict[str, list[float]]:
+    """The float64 step losses of each optimizer mistake that changes `opt` (name_the_cause)."""
+    from ..numerics.adamw import bug_variants
+    from ..numerics.model import train_steps as ref_train_steps
+
+    return {k: ref_train_steps(cfg, params, x, y, steps=steps, optimizer=o)
+            for k, o in bug_variants(opt).items()}
+
+
+def _bug_texts() -> dict[str, str]:
+    from ..numerics.adamw import BUGS
+
+    return {b.name: b.what for b in BUGS}
+
+
+def _diagnose(checks: list[Check], printed: list[float], reference: list[float], variants, tol) -> None:
+    """When a step loss or the drift failed, say in the drift row (or the last step row) which
+    optimizer mistake the printed losses follow (runs.name_the_cause)."""
+    steps = [c for c in checks if c.check.endswith(" loss") or c.check.endswith(" drift")]
+    if not steps or all(c.passed for c in steps):
+        return
+    if cause := name_the_cause(printed, reference, variants or {}, tol, _bug_texts()):
+        target = steps[-1]
+        target.detail = f"{target.detail}; {cause}" if target.detail else cause
 
 
 def _tokens(cfg: GPTConfig, n: int, seed: int) -> np.ndarray:
@@ -399,6 +444,8 @@ def judge_test(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if c := drift_check(name, "step loss drift", [s[0] for s in p.steps], exp.test_losses,
                         lambda n: _drift_tol(exp.test_losses[0], n)):
         checks.append(c)
+    _diagnose(checks, [s[0] for s in p.steps], exp.test_losses, exp.variants.get("test"),
+              lambda i, ref: _step_tol(ref, exp.test_losses[0]))
     return checks
 
 
@@ -413,6 +460,8 @@ def judge_train(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if c := drift_check(name, "train loss drift", losses, exp.train_losses,
                         lambda n: _drift_tol(exp.train_losses[0], n)):
         checks.append(c)
+    _diagnose(checks, losses, exp.train_losses, exp.variants.get("train"),
+              lambda i, ref: _step_tol(ref, exp.train_losses[0]))
     return checks
 
 

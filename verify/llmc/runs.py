@@ -128,3 +128,27 @@ def runs_failure(name: str, run: RunOutput, what: str) -> Check:
         return Check(name, "runs", None, None, False, None, f"{run.error}; output tail:\n{run.tail()}")
     return Check(name, "runs", None, None, False, None,
                  f"exit {run.returncode}, {what}; tail:\n{run.tail()}")
+
+
+def name_the_cause(printed: list[float], reference: list[float], variants: dict[str, list[float]],
+                   tolerance, what: dict[str, str] | None = None) -> str | None:
+    """Which known optimizer mistake the printed step losses follow, if any: each variant's
+    float64 trajectory (the same run with that mistake, numerics.adamw.bug_variants) against the
+    printed losses, in units of the step tolerance. Named when it lies within the tolerance at
+    every step and at most a third of the reference's worst miss; None when nothing is off."""
+    n = min(len(printed), len(reference))
+    if n == 0 or not variants:
+        return None
+
+    def miss(traj: list[float]) -> float:
+        return max(abs(printed[i] - traj[i]) / tolerance(i, reference[i]) for i in range(min(n, len(traj))))
+
+    ref_miss = miss(reference)
+    fits = sorted((miss(t), k) for k, t in variants.items())
+    best, name = fits[0]
+    listing = ", ".join(f"{k} {m:.2g}x" for m, k in fits)
+    if best <= 1.0 and best <= ref_miss / 3.0:
+        label = f"{name} ({what[name]})" if what and name in what else name
+        return (f"the step losses follow the optimizer variant {label}: within {best:.2g}x the step "
+                f"tolerance where the reference misses by {ref_miss:.2g}x (variants: {listing})")
+    return f"no known optimizer mistake fits better than the reference ({ref_miss:.2g}x; variants: {listing})"
