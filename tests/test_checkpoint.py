@@ -240,9 +240,52 @@ def test_wrong_magic(tmp_path):
     h[0] = 12345
     write_raw(p, h)
     assert_input_error(p, "magic", "12345", str(MAGIC))
-    h[0] = 20240520
+    h[0] = 20240527  # llm.c's (and llm.mojo's) optimizer state
     write_raw(p, h)
-    assert_input_error(p, "token shard")
+    assert_input_error(p, "optimizer state", "llm.mojo")
+
+
+def test_magic_20240520_shard_or_llm_mojo(tmp_path):
+    """llm.c gives its token shards magic 20240520 (version 1, 1024 + 2 ntok bytes); llm.mojo its
+    model checkpoints (version 3/5): the rest of the header and the size tell them apart."""
+    p = tmp_path / "m.bin"
+    h = np.zeros(256, dtype="<i4")
+    h[:3] = (20240520, 1, 50)
+    write_raw(p, h, body_bytes=100)
+    assert_input_error(p, "token shard (50 tokens", "not a model checkpoint")
+    write_raw(p, h, body_bytes=98)
+    assert_input_error(p, "damaged shard", "not a model checkpoint")
+    h = header_ints()
+    h[:2] = (20240520, 7)
+    write_raw(p, h)
+    assert_input_error(p, "version 7", "neither an llm.c token shard", "nor an llm.mojo")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_llm_mojo_checkpoint_reads_like_llmc(tmp_path, dtype, capsys):
+    """ulmentflam/llm.mojo's model file (llmm/checkpointing.mojo write_model_checkpoint): llm.c's
+    header fields and tensor layout under magic 20240520; read value for value, the variant named,
+    and graded by compare like an llm.c checkpoint."""
+    from gpt2_verify.reference.init import init_tensors
+    from gpt2_verify.verify.cli import main
+
+    a, m = tmp_path / "a.bin", tmp_path / "m.bin"
+    params = init_tensors(SMALL, 42, "llmc")
+    write_checkpoint_array(a, SMALL, np.concatenate([np.asarray(params[t.name], dtype=np.float32).ravel()
+                                                    for t in SMALL.tensors()]), dtype)
+    raw = bytearray(a.read_bytes())
+    raw[:4] = (20240520).to_bytes(4, "little")
+    m.write_bytes(bytes(raw))
+    ha, hm = read_header(a), read_header(m)
+    assert (ha.variant, hm.variant) == ("llm.c", "llm.mojo")
+    assert hm.config == ha.config and hm.dtype == dtype
+    version = 3 if dtype == "fp32" else 5
+    assert hm.describe() == f"llm.mojo checkpoint (magic 20240520, version {version}, {dtype})"
+    with open_checkpoint(a) as ca, open_checkpoint(m) as cm:
+        for t in SMALL.tensors():
+            assert np.array_equal(ca.tensor_f32(t.name), cm.tensor_f32(t.name))
+    assert main(["compare", str(m)]) == 0
+    assert "read as llm.mojo checkpoint (magic 20240520" in capsys.readouterr().out
 
 
 def test_unknown_version(tmp_path):

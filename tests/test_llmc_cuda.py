@@ -322,7 +322,7 @@ def test_stand_ins_through_the_cli(tmp_path, capsys):
     bad.mkdir()
     bad_test = _script(bad, "test_gpt2cu", FAKE_TEST_CU.format(file="gpt2_124M_bf16.bin", version=5,
                                                                scale=1.3, labels=CU_LABELS))
-    bad_train = _script(bad, "train_gpt2cu", FAKE_TRAIN_CU.format(drift=0.02))
+    bad_train = _script(bad, "train_gpt2cu", FAKE_TRAIN_CU.format(drift=0.1))
     fp32 = tmp_path / "fp32"
     fp32.mkdir()
     fp32_test = _script(fp32, "test_gpt2cu", FAKE_TEST_CU.format(file="gpt2_124M.bin", version=3, scale=1.0,

@@ -376,6 +376,7 @@ class CompareFile(Struct):
     heads_assumed: bool = False
     wte_rows: int | None = None
     lm_head: str | None = None
+    variant: str | None = None  # llm.c-format files: "llm.c checkpoint (magic ..., version ...)"
 
 
 @struct

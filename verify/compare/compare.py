@@ -41,7 +41,7 @@ def _config_problems(file_cfg: GPTConfig, cfg: GPTConfig) -> list[str]:
 def _file_info(model) -> dict:
     return {"path": str(model.path), "format": model.format, "layout": model.layout,
             "dtype": model.dtype, "heads_assumed": bool(model.heads_assumed),
-            "wte_rows": model.wte_rows, "lm_head": model.lm_head}
+            "wte_rows": model.wte_rows, "lm_head": model.lm_head, "variant": model.variant or None}
 
 
 def _resolve_scheme(scheme, overrides, cfg: GPTConfig, profile: str) -> SchemeInit:

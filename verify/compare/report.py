@@ -121,7 +121,8 @@ class Report:
         cfg = self.config
         label = self.scheme["label"] if self.scheme else "gpt2"
         lines = [f"candidate: {f['path']} ({f['format']}, layout {f['layout']}, {f['dtype']}"
-                 + (", heads assumed" if f.get("heads_assumed") else "") + ")",
+                 + (", heads assumed" if f.get("heads_assumed") else "") + ")"
+                 + (f"; read as {f['variant']}" if f.get("variant") else ""),
                  f"config:    L={cfg['layers']} C={cfg['channels']} NH={cfg['heads']} V={cfg['vocab']} "
                  f"Vp={cfg['padded_vocab']} maxT={cfg['max_seq_len']}",
                  "against:   " + (f"reference init, seed {self.seed}, profile {self.profile}, scheme {label}"

@@ -34,6 +34,11 @@ from ..atomic import atomic_output
 from ..errors import InputError
 
 MAGIC = 20240326
+# ulmentflam/llm.mojo (llmm/checkpointing.mojo MODEL_MAGIC) writes llm.c's model layout under the
+# number llm.c gives its token shards; told apart by the version (3/5 here, 1 for a shard) and
+# the size (a shard is 1024 + 2 * ntok bytes).
+MOJO_MAGIC = 20240520
+VARIANTS = {MAGIC: "llm.c", MOJO_MAGIC: "llm.mojo"}
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 VERSION_DTYPE = {3: "fp32", 5: "bf16"}
@@ -46,7 +51,8 @@ OTHER_MAGICS = {
     20240327: "an llm.c debug state file",
     20240328: "an llm.c tokenizer file",
     20240520: "an llm.c token shard",
-    20240527: "an llm.c optimizer state file",
+    20240527: "an llm.c optimizer state file (train_gpt2.cu state_*.bin: AdamW m and v; llm.mojo's "
+              "llmm/checkpointing.mojo writes the same magic and layout)",
 }
 FIELDS = ("maxT", "V", "L", "NH", "C", "Vp")  # header slots 2..7
 
@@ -57,6 +63,11 @@ class CheckpointHeader:
     dtype: str  # "fp32" or "bf16"
     config: GPTConfig
     nbytes_expected: int  # HEADER_BYTES + num_params_padded * itemsize
+    variant: str = "llm.c"  # VARIANTS: whose magic the file carries
+
+    def describe(self) -> str:
+        magic = MAGIC if self.variant == "llm.c" else MOJO_MAGIC
+        return f"{self.variant} checkpoint (magic {magic}, version {self.version}, {self.dtype})"
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -114,7 +125,9 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
         raise InputError(path, f"file shrank while reading: got {len(raw)} header bytes")
     h = [int(x) for x in np.frombuffer(raw, dtype="<i4")]  # (256,)
 
-    if h[0] != MAGIC:
+    if h[0] == MOJO_MAGIC:
+        check_not_a_shard(path, h, size)
+    elif h[0] != MAGIC:
         hint = OTHER_MAGICS.get(h[0], "not an llm.c model file")
         raise InputError(path, f"bad magic {h[0]} (expected {MAGIC}): {hint}")
     version = h[1]
@@ -138,7 +151,24 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
                 else f"trailing bytes ({size - expected} extra)")
         raise InputError(path, f"file is {size} bytes but its header ({cfg.describe()}, {dtype}) "
                                f"needs exactly {expected}: {what}")
-    return CheckpointHeader(version, dtype, cfg, expected)
+    return CheckpointHeader(version, dtype, cfg, expected, VARIANTS[h[0]])
+
+
+def check_not_a_shard(path, h: list[int], size: int) -> None:
+    """Magic 20240520: an llm.mojo model checkpoint (version 3 or 5, returns) or an llm.c token
+    shard (version 1, size 1024 + 2 ntok: InputError saying so), else InputError."""
+    if h[1] in VERSION_DTYPE:
+        return
+    if h[1] == 1:
+        if h[2] > 0 and size == HEADER_BYTES + 2 * h[2]:
+            raise InputError(path, f"this is an llm.c token shard ({h[2]} tokens: magic {MOJO_MAGIC}, "
+                                   f"version 1, 1024 + 2 * {h[2]} bytes), not a model checkpoint")
+        raise InputError(path, f"magic {MOJO_MAGIC} version 1 is an llm.c token shard's header, but the "
+                               f"file is {size} bytes where {h[2]} tokens need "
+                               f"{HEADER_BYTES + 2 * max(h[2], 0)}: "
+                               f"a damaged shard, not a model checkpoint")
+    raise InputError(path, f"magic {MOJO_MAGIC} with version {h[1]}: neither an llm.c token shard "
+                           f"(version 1) nor an llm.mojo model checkpoint (version 3 fp32 / 5 bf16)")
 
 
 class Checkpoint:

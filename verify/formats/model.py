@@ -54,6 +54,7 @@ class ModelFile:
     shape_problems: list[str]
     unusable: dict[str, str]  # llm.c name -> why it cannot be graded value by value
     _backend: Any = dataclasses.field(repr=False, default=None)
+    variant: str = ""  # llm.c checkpoints: whose header was read (CheckpointHeader.describe)
 
     def tensor(self, name: str) -> np.ndarray:
         """float32, llm.c orientation, all layers stacked (wte: (wte_rows, C))."""
@@ -123,7 +124,7 @@ def _open_checkpoint(path) -> ModelFile:
     names = [s.name for s in cfg.tensors()]
     return ModelFile(str(path), "llmc", "llmc", cfg, header.dtype, {n: header.dtype for n in names},
                      False, cfg.padded_vocab, {n: [n] for n in names}, [], [], "absent", [], {},
-                     _Checkpoint(path, header))
+                     _Checkpoint(path, header), variant=header.describe())
 
 
 # ---- mappings -----------------------------------------------------------------------------------
@@ -188,8 +189,8 @@ def detect_format(path: str | os.PathLike) -> str:
         raise InputError(path, f"cannot read: {e.strerror or e}") from None
     if len(head) >= 4:
         (magic,) = struct.unpack("<i", head[:4])
-        if magic == ckpt_format.MAGIC:
-            return "llmc"
+        if magic in ckpt_format.VARIANTS:
+            return "llmc"  # read_header tells an llm.mojo checkpoint from an llm.c token shard
         if magic in ckpt_format.OTHER_MAGICS:
             raise InputError(path, f"this is {ckpt_format.OTHER_MAGICS[magic]}, not a model checkpoint")
     if head[:4] == b"PK\x03\x04":
