@@ -437,3 +437,22 @@ def test_wrong_count_keeps_existing_file(tmp_path):
         write_checkpoint(p, SMALL, [body(SMALL), np.zeros(1, np.float32)])
     assert p.read_bytes() == before and os.stat(p).st_mtime_ns == mtime
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.bin"]
+
+
+def test_version_1_unpadded_vocab(tmp_path):
+    """llm.c's first format, as joshcarp/llm.go writes it (train_gpt2.py write_model: header[1] = 1,
+    slots 2-6 only) and nietras/Llm.cs reads it: float32 with wte's V rows, no padding."""
+    cfg = GPTConfig(2, 8, 2, 10, 10, 4)  # Vp = V
+    values = np.random.default_rng(0).standard_normal(cfg.num_params_padded).astype(np.float32)
+    h = np.zeros(256, dtype="<i4")
+    h[:7] = (MAGIC, 1, cfg.max_seq_len, cfg.vocab, cfg.layers, cfg.heads, cfg.channels)
+    p = tmp_path / "v1.bin"
+    p.write_bytes(h.tobytes() + values.tobytes())
+    hd = read_header(p)
+    assert hd.version == 1 and hd.dtype == "fp32" and hd.config.padded_vocab == 10
+    assert hd.describe() == "llm.c checkpoint (magic 20240326, version 1, fp32, vocab unpadded)"
+    with open_checkpoint(p) as ck:
+        assert np.array_equal(ck.tensor_f32("wte").ravel(), values[:80])
+    h[7] = 16
+    p.write_bytes(h.tobytes() + values.tobytes())
+    assert_input_error(p, "version 1 has no padded vocab", "slot 7 is 16")

@@ -9,8 +9,16 @@ Layout (all little-endian):
             no padding: wte (Vp, C), wpe (maxT, C), ln1w (L, C), ..., lnfw (C,), lnfb (C,)
             version 3: every value float32           (4 bytes each)
             version 5: every value bf16, kept here as its uint16 bit pattern (2 bytes each)
+            version 1: llm.c's first format (April 2024), still what joshcarp/llm.go writes and
+                       reads and nietras/Llm.cs reads: float32, [7] zero, wte (V, C) unpadded
+                       (read as Vp = V)
 
     file size = 1024 + num_params_padded * (4 or 2)
+
+Variants from llm.c's ports (read, and named in CheckpointHeader.describe): ulmentflam/llm.mojo
+writes this layout under magic 20240520 (MOJO_MAGIC; llm.c's token-shard number, told apart by
+version and size); its float16 runs also write version 5, which no header field can tell from
+bf16.
 
 The reader validates the header and the file size without touching the body, then memory-maps
 the body, so a corrupt or lying file fails fast and a big one costs no RAM until read.
@@ -43,6 +51,7 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 VERSION_DTYPE = {3: "fp32", 5: "bf16"}
 DTYPE_VERSION = {d: v for v, d in VERSION_DTYPE.items()}
+LEGACY_VERSION = 1  # float32, vocab unpadded, header slot 7 zero: read, never written
 NP_DTYPE = {"fp32": np.dtype("<f4"), "bf16": np.dtype("<u2")}
 CHUNK = 1 << 20  # elements per step when scanning or converting
 
@@ -59,7 +68,7 @@ FIELDS = ("maxT", "V", "L", "NH", "C", "Vp")  # header slots 2..7
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointHeader:
-    version: int  # 3 or 5
+    version: int  # 3 or 5 (1: llm.c's first format, read only)
     dtype: str  # "fp32" or "bf16"
     config: GPTConfig
     nbytes_expected: int  # HEADER_BYTES + num_params_padded * itemsize
@@ -67,7 +76,8 @@ class CheckpointHeader:
 
     def describe(self) -> str:
         magic = MAGIC if self.variant == "llm.c" else MOJO_MAGIC
-        return f"{self.variant} checkpoint (magic {magic}, version {self.version}, {self.dtype})"
+        legacy = ", vocab unpadded" if self.version == LEGACY_VERSION else ""
+        return f"{self.variant} checkpoint (magic {magic}, version {self.version}, {self.dtype}{legacy})"
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -131,9 +141,14 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
         hint = OTHER_MAGICS.get(h[0], "not an llm.c model file")
         raise InputError(path, f"bad magic {h[0]} (expected {MAGIC}): {hint}")
     version = h[1]
-    if version not in VERSION_DTYPE:
+    if version not in VERSION_DTYPE and not (version == LEGACY_VERSION and h[0] == MAGIC):
         known = ", ".join(f"{v} ({d})" for v, d in VERSION_DTYPE.items())
-        raise InputError(path, f"unknown checkpoint version {version}; known versions: {known}")
+        raise InputError(path, f"unknown checkpoint version {version}; known versions: {known}, "
+                               f"{LEGACY_VERSION} (fp32, unpadded vocab)")
+    if version == LEGACY_VERSION:
+        if h[7] != 0:
+            raise InputError(path, f"version 1 has no padded vocab, but header slot 7 is {h[7]}")
+        h[7] = h[3]  # Vp = V
     fields = dict(zip(FIELDS, h[2:8], strict=True))
     for name, value in fields.items():
         if value <= 0:
@@ -144,7 +159,7 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
             raise InputError(path, f"header slot {slot} is nonzero ({h[slot]}): not an llm.c "
                                    f"model file or a newer version")
 
-    dtype = VERSION_DTYPE[version]
+    dtype = VERSION_DTYPE.get(version, "fp32")
     expected = expected_size(cfg, dtype)
     if size != expected:
         what = (f"truncated ({expected - size} bytes missing)" if size < expected
