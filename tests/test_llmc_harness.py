@@ -208,7 +208,9 @@ runs = 0
 if FLIP:
     runs = int(open("runs").read()) if os.path.exists("runs") else 0
     open("runs", "w").write(str(runs + 1))
-losses = train_steps(cfg, params, st.x, st.y, steps=10, optimizer=ADAMW["test_gpt2.c"], dtype="float32")
+from gpt2_verify.verify.numerics.adamw import bug_variants
+opt = {opt}
+losses = train_steps(cfg, params, st.x, st.y, steps=10, optimizer=opt, dtype="float32")
 for i, loss in enumerate(losses):
     loss += DRIFT * i + (1e-3 if FLIP and i == 3 and runs % 2 else 0.0)
     print("step %d: loss %f (took 1.0 ms) OK = 0" % (i, loss))
@@ -236,8 +238,8 @@ for i, loss in enumerate(losses):
 """
 
 
-def _fake_test(tmp_path, name, scale=1.0, drift=0.0, flip=False):
-    return _script(tmp_path, name, FAKE_TEST.format(root=ROOT, scale=scale, drift=drift, flip=flip))
+def _fake_test(tmp_path, name, scale=1.0, drift=0.0, flip=False, opt='ADAMW["test_gpt2.c"]'):
+    return _script(tmp_path, name, FAKE_TEST.format(root=ROOT, scale=scale, drift=drift, flip=flip, opt=opt))
 
 
 def _by_binary(rep):
@@ -277,6 +279,35 @@ def test_stand_in_optimizer_drift_and_nondeterminism(tmp_path):
     assert not failed & {"logits", "loss", "dwte", "dqkvw", "step 0 loss", "step 1 loss"}, failed
     det = checks["determinism"]
     assert not det.passed and "step 3:" in det.detail, det.detail
+
+
+@pytest.mark.slow  # three float64 trajectories of 10 steps on L2 C64 besides the stand-in's own
+def test_stand_in_without_weight_decay_fails_and_is_named(tmp_path):
+    """test_gpt2's AdamW without weight decay, in float32, on the default probe: the step
+    checks fail and the drift row names the decay-missing variant; the correct stand-in passes."""
+    bad = _fake_test(tmp_path, "nodecay", opt='bug_variants(ADAMW["test_gpt2.c"])["decay-missing"]')
+    good = _fake_test(tmp_path, "good")
+    rep = H.run_harness(SMALL, test_bins=[bad, good], seed=42, timeout=300, determinism=False)
+    by = _by_binary(rep)
+    assert all(c.passed for c in by["good"].values()), rep.render()
+    failed = {k for k, c in by["nodecay"].items() if not c.passed}
+    assert "step loss drift" in failed and not failed & {"logits", "loss", "dwte", "step 0 loss"}, failed
+    assert by["nodecay"]["step loss drift"].used > 200
+    assert "follow the optimizer variant decay-missing" in by["nodecay"]["step loss drift"].detail
+
+
+def test_name_the_cause():
+    from gpt2_verify.verify.llmc.runs import name_the_cause
+
+    ref = [8.0 - 0.1 * i for i in range(10)]
+    variants = {"a": [r + 1e-5 * i for i, r in enumerate(ref)],
+                "b": [r - 1e-5 * i for i, r in enumerate(ref)]}
+    tol = lambda i, r: 2e-5  # noqa: E731
+    named = name_the_cause([v + 1e-6 for v in variants["b"]], ref, variants, tol, {"b": "the b mistake"})
+    assert named.startswith("the step losses follow the optimizer variant b (the b mistake)"), named
+    other = name_the_cause([r + 3e-5 * i for i, r in enumerate(ref)], ref, variants, tol)
+    assert other.startswith("no known optimizer mistake fits better than the reference"), other
+    assert name_the_cause(ref, ref, {}, tol) is None
 
 
 @pytest.mark.parametrize("body,text", [

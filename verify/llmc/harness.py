@@ -190,9 +190,18 @@ class Expected:
     cuda_test_losses: list[float] = dataclasses.field(default_factory=list)  # test_gpt2cu's 10 steps
     cuda_train_losses: list[float] = dataclasses.field(default_factory=list)  # train_gpt2cu's steps
     cuda_tolerances: dict[str, CudaTolerances] = dataclasses.field(default_factory=dict)  # by program
-    # float64 step losses of the same runs with one optimizer mistake each (adamw.bug_variants),
-    # by program ("test", "train", "cuda_test", "cuda_train") and variant name
-    variants: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    # how to rerun each program's steps with one optimizer mistake (adamw.bug_variants): by
+    # program ("test", "train"), (params, tokens, targets, steps, AdamW); run only when a step
+    # check fails (variant_losses), so a passing build costs no extra reference runs
+    variant_jobs: dict[str, tuple] = dataclasses.field(default_factory=dict, repr=False)
+    _variant_cache: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def variant_losses(self, prog: str) -> dict[str, list[float]]:
+        """Variant name -> float64 step losses of `prog`'s run with that optimizer mistake."""
+        if prog not in self._variant_cache:
+            job = self.variant_jobs.get(prog)
+            self._variant_cache[prog] = _variants(self.cfg, *job) if job else {}
+        return self._variant_cache[prog]
 
 
 def cuda_train_adamw():
@@ -252,7 +261,7 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
         exp.loss = float(fb.loss)
         exp.grad_max = {n: float(np.max(np.abs(fb.grads[n]))) for n in TENSOR_NAMES}
         exp.test_losses = ref_train_steps(cfg, params, x, y, steps=TEST_STEPS, optimizer=ADAMW["test_gpt2.c"])
-        exp.variants["test"] = _variants(cfg, params, x, y, TEST_STEPS, ADAMW["test_gpt2.c"])
+        exp.variant_jobs["test"] = (params, x, y, TEST_STEPS, ADAMW["test_gpt2.c"])
         if cuda:
             exp.cuda_test_losses = ref_train_steps(cfg, params, x, y, steps=TEST_STEPS,
                                                    optimizer=ADAMW["test_gpt2.cu"])
@@ -275,7 +284,7 @@ def prepare(run_dir: str | os.PathLike, cfg: GPTConfig, *, seed: int = 42, batch
         by = tokens[1:].reshape(TRAIN_B, TRAIN_T).astype(np.int32)
         exp.train_losses = ref_train_steps(cfg, params, bx, by, steps=train_steps,
                                            optimizer=ADAMW["train_gpt2.c"])
-        exp.variants["train"] = _variants(cfg, params, bx, by, train_steps, ADAMW["train_gpt2.c"])
+        exp.variant_jobs["train"] = (params, bx, by, train_steps, ADAMW["train_gpt2.c"])
         if cuda:
             exp.cuda_train_losses = ref_train_steps(cfg, params, bx, by, steps=train_steps,
                                                     optimizer=cuda_train_adamw())
@@ -322,11 +331,12 @@ def _bug_texts() -> dict[str, str]:
 
 def _diagnose(checks: list[Check], printed: list[float], reference: list[float], variants, tol) -> None:
     """When a step loss or the drift failed, say in the drift row (or the last step row) which
-    optimizer mistake the printed losses follow (runs.name_the_cause)."""
+    optimizer mistake the printed losses follow (runs.name_the_cause). variants: a callable
+    giving the variant trajectories, computed only then."""
     steps = [c for c in checks if c.check.endswith(" loss") or c.check.endswith(" drift")]
     if not steps or all(c.passed for c in steps):
         return
-    if cause := name_the_cause(printed, reference, variants or {}, tol, _bug_texts()):
+    if cause := name_the_cause(printed, reference, variants(), tol, _bug_texts()):
         target = steps[-1]
         target.detail = f"{target.detail}; {cause}" if target.detail else cause
 
@@ -444,7 +454,7 @@ def judge_test(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if c := drift_check(name, "step loss drift", [s[0] for s in p.steps], exp.test_losses,
                         lambda n: _drift_tol(exp.test_losses[0], n)):
         checks.append(c)
-    _diagnose(checks, [s[0] for s in p.steps], exp.test_losses, exp.variants.get("test"),
+    _diagnose(checks, [s[0] for s in p.steps], exp.test_losses, lambda: exp.variant_losses("test"),
               lambda i, ref: _step_tol(ref, exp.test_losses[0]))
     return checks
 
@@ -460,7 +470,7 @@ def judge_train(name: str, run: RunOutput, exp: Expected) -> list[Check]:
     if c := drift_check(name, "train loss drift", losses, exp.train_losses,
                         lambda n: _drift_tol(exp.train_losses[0], n)):
         checks.append(c)
-    _diagnose(checks, losses, exp.train_losses, exp.variants.get("train"),
+    _diagnose(checks, losses, exp.train_losses, lambda: exp.variant_losses("train"),
               lambda i, ref: _step_tol(ref, exp.train_losses[0]))
     return checks
 
