@@ -43,6 +43,48 @@ from .adamw import ADAMW, AdamW, adamw_step  # noqa: F401
 LN_EPS = 1e-5  # llm.c layernorm_forward
 GELU_SCALE = math.sqrt(2.0 / math.pi)  # llm.c gelu_forward's GELU_SCALING_FACTOR
 _DTYPES = ("float64", "float32")
+IGNORE = -1  # a target that takes no part in the loss (train_gpt2.py's cross_entropy ignore_index=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """What the forward computes. The defaults are GPT-2 as llm.c computes it; every other value
+    is a common departure from it, so the float64 reference can be re-run as the variant an
+    implementation under test may have (verify.module names the one it matches).
+
+    gelu:        "tanh" (GPT-2, llm.c gelu_forward) | "erf" (exact GELU, torch's nn.GELU())
+    ln_eps:      LayerNorm's eps, inside the sqrt (llm.c 1e-5)
+    ln_unbiased: variance divided by C - 1 (torch.var's default) instead of C
+    attn_scale:  "head" 1/sqrt(hs) | "channels" 1/sqrt(C) | "head-linear" 1/hs | "none" 1
+    causal:      mask t2 > t (False: every position attends to the whole sequence)
+    padded_softmax: softmax and loss over all Vp logits (the padded ones included)
+    tied:        lm_head is wte; False: a separate "lm_head" tensor (Vp, C) in params/grads
+    attn_residual, mlp_residual: x + branch(x) (False: the branch's output replaces x)
+    positions:   "absolute" wpe[t] | "none" (no position embedding) | "shifted" wpe[t + 1]
+    """
+
+    gelu: str = "tanh"
+    ln_eps: float = LN_EPS
+    ln_unbiased: bool = False
+    attn_scale: str = "head"
+    causal: bool = True
+    padded_softmax: bool = False
+    tied: bool = True
+    attn_residual: bool = True
+    mlp_residual: bool = True
+    positions: str = "absolute"
+
+    def __post_init__(self) -> None:
+        for field, allowed in (("gelu", ("tanh", "erf")),
+                               ("attn_scale", ("head", "channels", "head-linear", "none")),
+                               ("positions", ("absolute", "none", "shifted"))):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"Arch.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if not self.ln_eps >= 0:
+            raise ValueError(f"Arch.ln_eps must be >= 0, got {self.ln_eps}")
+
+
+GPT2 = Arch()
 
 
 @dataclasses.dataclass
@@ -82,7 +124,26 @@ def _check_tokens(cfg: GPTConfig, tokens, what: str, *, limit: int) -> np.ndarra
     return a.astype(np.int64)
 
 
-def _check_params(cfg: GPTConfig, params: Mapping[str, np.ndarray]) -> None:
+def _check_targets(cfg: GPTConfig, targets, idx: np.ndarray) -> np.ndarray:
+    a = np.asarray(targets)
+    if a.ndim == 2 and a.dtype.kind in "iu" and a.size and a.min() == IGNORE:
+        kept = np.where(a == IGNORE, 0, a)
+        if not np.any(a != IGNORE):
+            raise ValueError("every target is the ignore value -1: nothing to compute a loss on")
+        out = _check_tokens(cfg, kept, "targets", limit=cfg.vocab)
+        out[a == IGNORE] = IGNORE
+    else:
+        out = _check_tokens(cfg, a, "targets", limit=cfg.vocab)
+    if out.shape != idx.shape:
+        raise ValueError(f"targets shape {out.shape} differs from tokens shape {idx.shape}")
+    return out
+
+
+def _check_params(cfg: GPTConfig, params: Mapping[str, np.ndarray], arch: Arch = GPT2) -> None:
+    if not arch.tied and "lm_head" in params and np.shape(params["lm_head"]) != (cfg.padded_vocab,
+                                                                                cfg.channels):
+        raise ValueError(f"params['lm_head'] has shape {np.shape(params['lm_head'])}, an untied head "
+                         f"needs ({cfg.padded_vocab}, {cfg.channels})")
     for spec in parameter_table(cfg):
         if spec.name not in params:
             raise ValueError(f"params lacks {spec.name!r}; give all 16 llm.c tensors {TENSOR_NAMES}")
@@ -91,20 +152,29 @@ def _check_params(cfg: GPTConfig, params: Mapping[str, np.ndarray]) -> None:
             raise ValueError(f"params[{spec.name!r}] has shape {shape}, llm.c's layout needs {spec.shape}")
 
 
-def _layernorm(torch, x, w, b):
+def _layernorm(torch, x, w, b, arch: Arch = GPT2):
     # llm.c layernorm_forward: biased variance (mean of squared deviations), eps inside the sqrt
     mean = x.mean(dim=-1, keepdim=True)
     xc = x - mean
-    var = (xc * xc).mean(dim=-1, keepdim=True)
-    return xc * torch.rsqrt(var + LN_EPS) * w + b
+    if arch.ln_unbiased:
+        var = (xc * xc).sum(dim=-1, keepdim=True) / (x.shape[-1] - 1)
+    else:
+        var = (xc * xc).mean(dim=-1, keepdim=True)
+    return xc * torch.rsqrt(var + arch.ln_eps) * w + b
 
 
-def _gelu(torch, x):
+def _gelu(torch, x, arch: Arch = GPT2):
+    if arch.gelu == "erf":  # exact GELU: x Phi(x)
+        return 0.5 * x * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
     # llm.c gelu_forward: tanh approximation
     return 0.5 * x * (1.0 + torch.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)))
 
 
-def _attention(torch, qkv, NH: int):
+_ATTN_SCALE = {"head": lambda hs, C: 1.0 / math.sqrt(hs), "channels": lambda hs, C: 1.0 / math.sqrt(C),
+               "head-linear": lambda hs, C: 1.0 / hs, "none": lambda hs, C: 1.0}
+
+
+def _attention(torch, qkv, NH: int, arch: Arch = GPT2):
     B, T, C3 = qkv.shape
     C = C3 // 3
     hs = C // NH
@@ -113,58 +183,87 @@ def _attention(torch, qkv, NH: int):
     q = q.reshape(B, T, NH, hs).transpose(1, 2)  # (B, NH, T, hs)
     k = k.reshape(B, T, NH, hs).transpose(1, 2)
     v = v.reshape(B, T, NH, hs).transpose(1, 2)
-    att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hs))  # (B, NH, T, T)
-    mask = torch.ones(T, T, dtype=torch.bool, device=qkv.device).tril()
-    att = att.masked_fill(~mask, float("-inf"))
+    att = (q @ k.transpose(-1, -2)) * _ATTN_SCALE[arch.attn_scale](hs, C)  # (B, NH, T, T)
+    if arch.causal:
+        mask = torch.ones(T, T, dtype=torch.bool, device=qkv.device).tril()
+        att = att.masked_fill(~mask, float("-inf"))
     att = torch.softmax(att, dim=-1)
     y = att @ v  # (B, NH, T, hs)
     return y.transpose(1, 2).reshape(B, T, NH * hs)
 
 
-def _forward(torch, cfg: GPTConfig, P: dict, idx, *, keep_activations: bool):
+def _embed(P: dict, idx, T: int, arch: Arch):
+    x = P["wte"][idx]  # (B, T, C)
+    if arch.positions == "absolute":
+        return x + P["wpe"][:T]
+    if arch.positions == "shifted":
+        return x + P["wpe"][1:T + 1]
+    return x
+
+
+def _forward(torch, cfg: GPTConfig, P: dict, idx, *, keep_activations: bool, arch: Arch = GPT2):
     """Logits over Vp (B, T, Vp) and, if asked, the residual stream after each block."""
     NH = cfg.heads
     T = idx.shape[1]
+    if arch.positions == "shifted" and T + 1 > cfg.max_seq_len:
+        raise ValueError(f"positions='shifted' reads wpe[T]: needs T < maxT = {cfg.max_seq_len}")
     linear = torch.nn.functional.linear  # x @ w^T + b with llm.c's (out, in) weights
     # one unbind per stacked tensor: its backward stacks the L layer gradients once, where
     # indexing P[name][layer] would allocate and add a zero (L, ...) gradient per layer
     W = {name: P[name].unbind(0) for name in TENSOR_NAMES if name not in ("wte", "wpe", "lnfw", "lnfb")}
-    x = P["wte"][idx] + P["wpe"][:T]  # (B, T, C)
+    x = _embed(P, idx, T, arch)  # (B, T, C)
     acts = {} if keep_activations else None
     for layer in range(cfg.layers):
         w = {name: t[layer] for name, t in W.items()}
-        h = _layernorm(torch, x, w["ln1w"], w["ln1b"])
+        h = _layernorm(torch, x, w["ln1w"], w["ln1b"], arch)
         qkv = linear(h, w["qkvw"], w["qkvb"])  # (B, T, 3C): h @ qkvw^T + qkvb
-        a = _attention(torch, qkv, NH)
-        x = x + linear(a, w["attprojw"], w["attprojb"])
-        h = _layernorm(torch, x, w["ln2w"], w["ln2b"])
-        h = _gelu(torch, linear(h, w["fcw"], w["fcb"]))  # (B, T, 4C)
-        x = x + linear(h, w["fcprojw"], w["fcprojb"])
+        a = linear(_attention(torch, qkv, NH, arch), w["attprojw"], w["attprojb"])
+        x = x + a if arch.attn_residual else a
+        h = _layernorm(torch, x, w["ln2w"], w["ln2b"], arch)
+        h = _gelu(torch, linear(h, w["fcw"], w["fcb"]), arch)  # (B, T, 4C)
+        m = linear(h, w["fcprojw"], w["fcprojb"])
+        x = x + m if arch.mlp_residual else m
         if acts is not None:
             acts[f"block{layer}"] = x.detach()
-    x = _layernorm(torch, x, P["lnfw"], P["lnfb"])
-    return x @ P["wte"].T, acts  # (B, T, Vp)
+    x = _layernorm(torch, x, P["lnfw"], P["lnfb"], arch)
+    head = P["wte"] if arch.tied else P["lm_head"]
+    return x @ head.T, acts  # (B, T, Vp)
+
+
+def _loss(torch, cfg: GPTConfig, logits_p, tgt, arch: Arch):
+    """Mean cross-entropy over the targets that are not IGNORE; the softmax spans the first V
+    logits (llm.c), or all Vp with arch.padded_softmax."""
+    logits = logits_p if arch.padded_softmax else logits_p[..., :cfg.vocab]
+    logp = torch.log_softmax(logits, dim=-1)
+    keep = tgt != IGNORE
+    picked = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]  # (B, T)
+    if bool(keep.all()):
+        return -picked.mean()
+    return -(picked * keep).sum() / keep.sum()
 
 
 def forward_backward(cfg: GPTConfig, params: Mapping[str, np.ndarray], tokens: np.ndarray,
                      targets: np.ndarray | None, *, dtype: str = "float64", backward: bool = True,
-                     keep_activations: bool = False, device: str = "cpu") -> ForwardBackward:
+                     keep_activations: bool = False, device: str = "cpu",
+                     arch: Arch = GPT2) -> ForwardBackward:
     """One llm.c gpt2_forward (+ gpt2_backward) on `tokens` (B, T) with `targets` (B, T).
 
-    targets None -> no loss and no gradients (backward is then ignored). Gradients are the
-    gradient of the mean loss, as llm.c's (dlosses = 1/(B*T)), in llm.c shapes."""
+    targets None -> no loss and no gradients (backward is then ignored). A target -1 (IGNORE)
+    takes no part in the loss (the mean is over the others). Gradients are the gradient of the
+    mean loss, as llm.c's (dlosses = 1/(B*T)), in llm.c shapes. `arch`: GPT-2 (llm.c) unless a
+    variant is asked for (Arch); an untied arch reads params["lm_head"] (default: a copy of
+    wte) and returns its gradient as grads["lm_head"]."""
     torch = _torch()
     tdt = getattr(torch, _check_dtype(dtype))
-    _check_params(cfg, params)
+    _check_params(cfg, params, arch)
     idx = _check_tokens(cfg, tokens, "tokens", limit=cfg.vocab)
-    tgt = None
-    if targets is not None:
-        tgt = _check_tokens(cfg, targets, "targets", limit=cfg.vocab)
-        if tgt.shape != idx.shape:
-            raise ValueError(f"targets shape {tgt.shape} differs from tokens shape {idx.shape}")
+    tgt = None if targets is None else _check_targets(cfg, targets, idx)
     want_grad = backward and tgt is not None
+    names = TENSOR_NAMES if arch.tied else TENSOR_NAMES + ("lm_head",)
+    if not arch.tied and "lm_head" not in params:
+        params = {**params, "lm_head": np.array(params["wte"])}
     P = {}
-    for name in TENSOR_NAMES:
+    for name in names:
         a = np.asarray(params[name])
         if a.dtype == np.dtype(dtype) and a.flags.c_contiguous and a.flags.writeable:
             t = torch.from_numpy(a).to(device)  # no copy on CPU (d12 float64 is 1 GB); never written
@@ -173,18 +272,16 @@ def forward_backward(cfg: GPTConfig, params: Mapping[str, np.ndarray], tokens: n
         P[name] = t.requires_grad_(want_grad)
     idx_t = torch.from_numpy(idx).to(device)
     with torch.set_grad_enabled(want_grad):
-        logits_p, acts = _forward(torch, cfg, P, idx_t, keep_activations=keep_activations)
+        logits_p, acts = _forward(torch, cfg, P, idx_t, keep_activations=keep_activations, arch=arch)
         logits = logits_p[..., :cfg.vocab]  # (B, T, V): padded logits never enter the loss
         loss = None
         if tgt is not None:
-            logp = torch.log_softmax(logits, dim=-1)
-            tgt_t = torch.from_numpy(tgt).to(device)
-            loss = -logp.gather(-1, tgt_t[..., None]).mean()
+            loss = _loss(torch, cfg, logits_p, torch.from_numpy(tgt).to(device), arch)
         grads = None
         if want_grad:
             loss.backward()
             grads = {}
-            for name in TENSOR_NAMES:
+            for name in names:
                 g = P[name].grad
                 grads[name] = (np.zeros(P[name].shape, dtype=dtype) if g is None
                                else g.detach().cpu().numpy())
@@ -227,7 +324,7 @@ class TrainState:
 
 def train_steps(cfg: GPTConfig, params: Mapping[str, np.ndarray] | None, tokens: np.ndarray,
                 targets: np.ndarray, *, steps: int, optimizer: AdamW, dtype: str = "float64",
-                state: TrainState | None = None) -> list[float]:
+                state: TrainState | None = None, arch: Arch = GPT2) -> list[float]:
     """`steps` llm.c training steps on the same batch: forward+backward, (clip), AdamW update;
     gradients are fresh each step (llm.c gpt2_zero_grad). Returns the loss of each step, computed
     before its update.
@@ -251,7 +348,7 @@ def train_steps(cfg: GPTConfig, params: Mapping[str, np.ndarray] | None, tokens:
                          f"make it with TrainState.fresh(params, dtype={dtype!r})")
     losses = []
     for _ in range(steps):
-        fb = forward_backward(cfg, state.params, tokens, targets, dtype=dtype)
+        fb = forward_backward(cfg, state.params, tokens, targets, dtype=dtype, arch=arch)
         losses.append(fb.loss)
         state.step += 1
         adamw_step(state.params, fb.grads, state.m, state.v, state.step, optimizer)
