@@ -11,6 +11,14 @@ The reference is computed once per (config, seed, profile, scheme, overrides) an
         gpt2_fuzz(my_module.init, examples=20, require="close")   # fn(config, seed) -> {name: array}
         gpt2_fuzz(cmd="./my_init -L {L} -C {C} -H {NH} -V {V} -T {T} --seed {seed} -o {out}")
 
+    def test_my_model(gpt2_check_module):
+        gpt2_check_module(lambda config: MyGPT(config))      # forward, backward, 3 AdamW steps
+        gpt2_check_module(make_gpt, "d12", dtype="bf16", steps=0, seq=64, batch=4)
+
+gpt2_check_module runs `gpt2-verify module` (verify.torchmodule.check_module) on a factory
+fn(config dict) -> torch.nn.Module and raises AssertionError with the whole report (every
+quantity's error against its tolerance, and the named cause) when the module fails.
+
 gpt2_fuzz runs `gpt2-verify fuzz`'s property (verify.compare.fuzz) inside your test: Hypothesis
 draws configs and seeds, your initializer fills each, the comparator grades it, and a failure
 is shrunk to the smallest config and raised as an AssertionError with the full report.
@@ -78,5 +86,29 @@ def gpt2_fuzz():
         if result.failure is not None:
             raise AssertionError(result.render())
         return result
+
+    return run
+
+
+@pytest.fixture
+def gpt2_check_module():
+    """gpt2_check_module(factory, config=None, *, device="cpu", dtype="fp32", steps=3,
+    layout="auto", call="auto", batch=2, seq=16, seed=42, optimizer=None) -> ModuleReport.
+
+    factory(config dict) -> torch.nn.Module; config: None (L2 C64 NH4 V1000), a descriptor
+    ("d12"), a GPTConfig or a config dict. Raises AssertionError with the report when the
+    module's logits, loss, gradients or training steps fall outside the tolerance."""
+    def run(factory, config=None, **options):
+        from gpt2_verify.reference.config import GPTConfig, from_descriptor
+        from gpt2_verify.verify.torchmodule import check_module
+
+        if isinstance(config, str):
+            config = from_descriptor(config)
+        elif isinstance(config, dict):
+            config = GPTConfig.from_dict({"padded_vocab": None, **config})
+        report = check_module(factory, config, **options)
+        if not report.passed:
+            raise AssertionError(report.render())
+        return report
 
     return run

@@ -20,13 +20,14 @@ from . import (
     fuzz_cmds,
     llmc_cmds,
     model_cmds,
+    module_cmds,
     numerics_cmds,
     report_cmds,
 )
 from .common import Parser
 
-GROUPS = (model_cmds, compare_cmds, fuzz_cmds, numerics_cmds, llmc_cmds, ablate_cmds, report_cmds,
-          bench_cmds)
+GROUPS = (model_cmds, compare_cmds, fuzz_cmds, numerics_cmds, module_cmds, llmc_cmds, ablate_cmds,
+          report_cmds, bench_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
