@@ -10,7 +10,10 @@ gradients against the float64 reference under a tolerance table.
 Without --grads the gradients checked are the reference's (float64) for the model; with --grads
 they are the candidate's: an llm.c debug state (its x, y and logits/loss are used) or an npz /
 state dict / safetensors file of gradients keyed like parameters (computed on
-random_tokens(cfg, batch=B, seq=T, seed=N) - the same --batch/--seq/--seed here).
+random_tokens(cfg, batch=B, seq=T, seed=N) - the same --batch/--seq/--seed here; `--tokens-out
+FILE.npz` writes that batch as int32 arrays x and y). Gradients from another batch are named as
+such ("the tokens differ from the reference's", from the rows of dwte and dwpe the batch
+reaches) instead of being compared value by value.
 --seed seeds both the reference init (mt19937, like llm.c) and the random tokens.
 --widths runs the width sweep with --sweep-init (llmc: std 0.02 at every width, as llm.c does).
 
@@ -130,6 +133,21 @@ def _load_candidate(path: str, cfg) -> tuple[dict, np.ndarray | None, np.ndarray
     return {"grads": grads}, None, None
 
 
+def _write_tokens(path: str, x: np.ndarray, y: np.ndarray) -> None:
+    """The batch as an npz with int32 arrays x (B, T) and y (B, T) (y[t] = x[t + 1]'s token)."""
+    import io
+
+    from ..atomic import atomic_output
+
+    buf = io.BytesIO()
+    np.savez(buf, x=np.asarray(x, dtype=np.int32), y=np.asarray(y, dtype=np.int32))
+    try:
+        with atomic_output(path) as fh:
+            fh.write(buf.getvalue())
+    except OSError as e:
+        raise InputError(path, f"cannot write: {e.strerror or e}") from None
+
+
 def _widths(text: str) -> list[int]:
     try:
         ws = [int(w) for w in text.split(",") if w.strip()]
@@ -176,13 +194,20 @@ def cmd_gradflow(args) -> int:
     grad_report = G.check_gradients(cfg, grads, loss=loss, params=params, positions=B * T, seq=T,
                                     random_init=random_init)
     acts = G.activation_scales(cfg, params, x, random_init=random_init, forward=ref)
+    if args.tokens_out:
+        _write_tokens(args.tokens_out, x, y)
+    token_finding = None
+    if candidate is not None and tokens["from"] == "random_tokens":
+        token_finding = G.token_mismatch(cfg, ref.grads, candidate["grads"], x, y)
     numerics = (G.compare_numerics(ref, candidate, tolerances=args.tolerance)
-                if candidate is not None else None)
+                if candidate is not None and token_finding is None else None)
     sweep = (G.width_sweep(widths=widths, layers=cfg.layers, steps=args.steps,
                            init=args.sweep_init, seed=args.seed) if widths else None)
 
     findings = [("gradients", f) for f in grad_report.findings]
     findings += [("activations", f) for f in acts.findings]
+    if token_finding is not None:
+        findings.append(("numerics", token_finding))
     if numerics is not None:
         findings += [("numerics", f) for f in numerics.findings]
     if sweep is not None:
@@ -264,7 +289,8 @@ def _print_layer_table(cfg, rep, acts) -> None:
               f"  {span}")
     if acts.expected_ratio is not None:
         print(f"residual stream last block / embedding: {acts.ratio:.3g}x "
-              f"(GPT-2 scaling predicts {acts.expected_ratio:.3g}x for these weights)")
+              f"(GPT-2 scaling predicts {acts.expected_ratio:.3g}x for these weights, no scaling "
+              f"{acts.unscaled_ratio:.3g}x; limit {acts.level_limit:.3g}x)")
 
 
 def _print_numerics(rep) -> None:
@@ -298,6 +324,9 @@ def register(sub) -> None:
                                                    "npz/state dict/safetensors keyed like params")
     q.add_argument("--batch", type=int, default=4, help="B for the random tokens (4)")
     q.add_argument("--seq", type=int, default=None, help="T for the random tokens (min(64, maxT))")
+    q.add_argument("--tokens-out", metavar="FILE.npz",
+                   help="write the batch the reference used (npz: int32 x and y, (B, T)); compute a "
+                        "candidate's --grads on exactly these tokens")
     q.add_argument("--tolerance", choices=sorted(TOLERANCES), default="fp32-cpu",
                    help="tolerance table for --grads (fp32-cpu)")
     q.add_argument("--trained", action="store_true",
