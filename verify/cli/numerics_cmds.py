@@ -42,6 +42,7 @@ JSON schema "gpt2-verify/gradflow/1":
                          "worst_index", "mismatched", "used_percent", "passed", "rule",
                          "double_passes"}], "findings"},
      "width_sweep": null | {"widths", "layers", "steps", "init", "slope_limit", "passed",
+                            "expected_slopes": {quantity: predicted slope},
                             "scales": {quantity: [step][width]}, "slopes": {quantity: [step]},
                             "losses": [width][step], "findings"},
      "findings": [{"section", "check", "reason", "tensor", "layer", "severity"}]}
@@ -304,9 +305,10 @@ def _print_numerics(rep) -> None:
 
 def _print_sweep(sw) -> None:
     print(f"width sweep (init {sw.init}, L={sw.layers}, widths {', '.join(map(str, sw.widths))}, "
-          f"steps 0..{sw.steps}): slope of log mean |x| vs log width (limit {sw.slope_limit:g})")
+          f"steps 0..{sw.steps}): slope of log mean |x| vs log width, and what the init's weights "
+          f"predict (allowed +-{sw.slope_limit:g})")
     for q, s in sw.slopes.items():
-        print(f"  {q:<8} " + " ".join(f"{v:+.2f}" for v in s))
+        print(f"  {q:<8} " + " ".join(f"{v:+.2f}" for v in s) + f"   predicted {sw.expected[q]:+.2f}")
 
 
 def register(sub) -> None:

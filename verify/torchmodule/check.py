@@ -23,11 +23,10 @@ import dataclasses
 import math
 from typing import Callable
 
-import numpy as np
 from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig
 
 from ..errors import InputError
-from ..numerics.model import GPT2, Arch
+from ..numerics.model import Arch
 from . import call as calls
 from .compare import Check, normwise
 from .layout import map_module
@@ -106,7 +105,7 @@ class ModuleReport:
                  + (f", no {'/'.join(self.absent)} (held at 0)" if self.absent else ""),
                  f"config {cfg.describe()}; probe weights seed {self.seed}; tokens B={self.batch} "
                  f"T={self.seq}; {self.device} {self.precision} (table {tol.key}: "
-                 f"{'measured' if tol.measured else 'derived'})",
+                 f"{'derived' if tol.derived else 'measured'})",
                  f"{'quantity':<14} {'error':>9} {'limit':>8} {'used':>8}  result"]
         for c in self.checks + self.step_checks:
             used = f"{c.used:.3g}%" if math.isfinite(c.used) else "NaN"
@@ -137,7 +136,7 @@ def _e(x: float) -> str:
 
 
 def _x(v: float) -> str:
-    return f"{v:.3g}x" if math.isfinite(v) else "n/a"
+    return f"{v:.3g}x" if math.isfinite(v) else "inf"
 
 
 def compare_outputs(cand: Outputs, ref: Outputs, tol: Tolerance) -> list[Check]:

@@ -137,8 +137,8 @@ def map_module(model, cfg: GPTConfig, *, layout: str = "auto") -> ParamMap:
     if layout == "auto":
         layout = found
     elif (layout == "hf") != (found == "hf"):
-        raise InputError(None, f"--layout {layout}: the module stores c_attn.weight as "
-                               f"{'(in, out) Conv1D (use --layout hf)' if found == 'hf' else '(out, in) nn.Linear'}")
+        stored = "(in, out) Conv1D (use --layout hf)" if found == "hf" else "(out, in) nn.Linear"
+        raise InputError(None, f"--layout {layout}: the module stores c_attn.weight as {stored}")
     layout = "hf" if layout == "hf" else "llmc-py"
     pmap = ParamMap(cfg, layout, prefix, {}, {}, (), None, cfg.vocab)
     used, absent = set(), []

@@ -19,61 +19,84 @@ from __future__ import annotations
 
 import dataclasses
 
-MARGIN = 10.0  # limit = MARGIN x the worst measured figure (as verify.llmc.harness's tables)
+from ..tolerance import Tolerance as Bound
+
+MARGIN = 10.0  # bound = MARGIN x the worst measured figure (as verify.llmc.harness's tables)
+BF16_MARGIN = 4.0  # bf16's figures are its own rounding's floor, sampled 48 times; 10x would hide
+#                    the LayerNorm eps and attention scale variants under bf16 (see --margins)
 MAX_LIMIT = 0.5  # a 2x error (normwise 1.0) must fail, with room to spare
 QUANTITIES = ("logits", "loss", "grads", "steps")
-MEASURED_ON = ("torch 2.13.0 CPU, x86-64 AVX512 (2-core AMD EPYC); probe weights seeds 0-2 of L2 C64 NH4 "
-               "V1000 Vp1024 (B2 T16, B4 T64), L3 C48 NH3 V500 Vp512 (B2 T16), L1 C128 NH8 V2000 "
-               "Vp2048 (B1 T32); 3 AdamW steps (train_gpt2.py's, weight decay 0.1)")
-PRECISIONS = ("fp32", "tf32", "bf16")
-DEVICES = ("cpu", "cuda")
+MEASURED_ON = ("torch 2.13.0 CPU, x86-64 AVX512 (2-core AMD EPYC), transformers 5.25.0; probe weights, "
+               "seeds 0-2 of L2 C64 NH4 V1000 (B2 T16 and B4 T64), L3 C48 NH3 V500 (B2 T16), L1 C128 "
+               "NH8 V2000 (B1 T32), 3 AdamW steps (train_gpt2.py's, weight decay 0.1): 48 runs per "
+               "precision (`python benchmarks/measure_module_tolerances.py`)")
+_SCALE = {"logits": "max|ref|", "loss": "|ref|", "grads": "max|ref| per tensor",
+          "steps": "|reference step-0 loss|"}
+
+# worst figures of the correct peers, per precision on CPU (measure_module_tolerances.py)
+CPU_FP32_WORST = {"logits": 1.58e-06, "loss": 1.83e-07, "grads": 3.09e-06, "steps": 1.83e-07}
+CPU_BF16_WORST = {"logits": 2.19e-02, "loss": 5.57e-04, "grads": 6.34e-02, "steps": 7.75e-04}
+# TF32 rounds matmul inputs to 10 explicit mantissa bits (unit roundoff 2^-11), bf16 to 7 (2^-8);
+# both accumulate in float32, and bf16 autocast also rounds the matmul outputs. So TF32's error
+# is at most bf16's scaled by 2^-3.
+TF32_OVER_BF16 = 2.0 ** -3
 
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
+    """The bounds of one (device, precision): quantity -> verify.tolerance.Tolerance (normwise;
+    its `measured` is the worst correct peer's figure, None for a derived table)."""
+
     device: str
     precision: str
-    limits: dict  # quantity -> normwise limit
-    measured: dict | None  # quantity -> worst figure of the correct peers (None: derived)
-    source: str
+    bounds: dict
+    derived: bool
 
     @property
     def key(self) -> str:
         return f"{self.device}-{self.precision}"
 
+    @property
+    def limits(self) -> dict:
+        return {q: b.norm for q, b in self.bounds.items()}
+
+    @property
+    def measured(self) -> dict | None:
+        return None if self.derived else {q: b.measured for q, b in self.bounds.items()}
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"key": self.key}
+        return {"device": self.device, "precision": self.precision, "key": self.key,
+                "derived": self.derived, "limits": self.limits, "measured": self.measured,
+                "bounds": {q: b.to_dict() for q, b in self.bounds.items()}}
 
 
-# worst figures of the correct peers (measure_module_tolerances.py), per precision on CPU
-CPU_FP32_WORST = {"logits": 1.0e-06, "loss": 1.0e-07, "grads": 2.0e-06, "steps": 1.0e-07}
-CPU_BF16_WORST = {"logits": 1.2e-02, "loss": 1.0e-04, "grads": 3.0e-02, "steps": 1.0e-04}
-BF16_MARGIN = 4.0  # bf16 figures are a well-sampled noise floor; 10x would hide the LayerNorm eps
-# TF32 rounds matmul inputs to 10 explicit mantissa bits (unit roundoff 2^-11), bf16 to 7 (2^-8),
-# and both accumulate in float32; bf16 autocast also rounds the matmul outputs, TF32 does not.
-# So TF32's error is at most bf16's scaled by 2^-3.
-TF32_OVER_BF16 = 2.0 ** -3
-
-
-def _limits(worst: dict, margin: float, scale: float = 1.0) -> dict:
-    return {q: min(MAX_LIMIT, float(f"{margin * scale * v:.2g}")) for q, v in worst.items()}
+def _table(device: str, precision: str, worst: dict, margin: float, source: str, *,
+           scale: float = 1.0, derived: bool = False) -> Tolerance:
+    bounds = {}
+    for q, v in worst.items():
+        norm = min(MAX_LIMIT, float(f"{margin * scale * v:.2g}"))
+        bounds[q] = Bound(norm=norm, scale_of=_SCALE[q], source=source,
+                          measured=None if derived else v)
+    return Tolerance(device, precision, bounds, derived)
 
 
 TOLERANCES: dict[str, Tolerance] = {t.key: t for t in (
-    Tolerance("cpu", "fp32", _limits(CPU_FP32_WORST, MARGIN), CPU_FP32_WORST,
-              f"measured: {MARGIN:g}x the worst correct peer; {MEASURED_ON}"),
-    Tolerance("cpu", "bf16", _limits(CPU_BF16_WORST, BF16_MARGIN), CPU_BF16_WORST,
-              f"measured under torch.autocast('cpu', bfloat16): {BF16_MARGIN:g}x the worst correct "
-              f"peer; {MEASURED_ON}"),
-    Tolerance("cuda", "fp32", _limits(CPU_FP32_WORST, MARGIN), None,
-              "derived: the cpu-fp32 table (TF32 off: float32 products and sums like the CPU's, in "
-              "another order, which the 10x margin covers)"),
-    Tolerance("cuda", "tf32", _limits(CPU_BF16_WORST, MARGIN, TF32_OVER_BF16), None,
-              f"derived: cpu-bf16's worst figures x 2^-3 (TF32 inputs keep 3 more mantissa bits than "
-              f"bf16, outputs stay float32) x {MARGIN:g}"),
-    Tolerance("cuda", "bf16", _limits(CPU_BF16_WORST, MARGIN), None,
-              f"derived: cpu-bf16's worst figures x {MARGIN:g} (CUDA autocast rounds the same ops to "
-              f"bf16; flash attention also rounds its probabilities)"),
+    _table("cpu", "fp32", CPU_FP32_WORST, MARGIN,
+           f"measured: {MARGIN:g}x the worst correct peer; {MEASURED_ON}"),
+    _table("cpu", "bf16", CPU_BF16_WORST, BF16_MARGIN,
+           f"measured under torch.autocast('cpu', bfloat16): {BF16_MARGIN:g}x the worst correct peer; "
+           f"{MEASURED_ON}"),
+    _table("cuda", "fp32", CPU_FP32_WORST, MARGIN,
+           f"derived: cpu-fp32's worst figures x {MARGIN:g} (TF32 off: float32 products and sums like "
+           f"the CPU's, in another order); benchmarks/device_module.sh checks it", derived=True),
+    _table("cuda", "tf32", CPU_BF16_WORST, MARGIN,
+           f"derived: cpu-bf16's worst figures x 2^-3 (TF32 inputs keep 3 more mantissa bits than bf16, "
+           f"outputs stay float32) x {MARGIN:g}; benchmarks/device_module.sh checks it",
+           scale=TF32_OVER_BF16, derived=True),
+    _table("cuda", "bf16", CPU_BF16_WORST, MARGIN,
+           f"derived: cpu-bf16's worst figures x {MARGIN:g} (CUDA autocast rounds the same ops to bf16; "
+           f"flash attention also rounds its probabilities); benchmarks/device_module.sh checks it",
+           derived=True),
 )}
 
 
