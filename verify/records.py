@@ -640,6 +640,8 @@ class Activations(Struct):
     passed: bool
     findings: list[Finding]
     config: Config | None = None
+    unscaled_last_over_embed: float | None = None  # the prediction without 1/sqrt(2L)
+    level_limit: float | None = None  # the largest ratio a correctly scaled init may show
 
 
 @struct
@@ -672,6 +674,7 @@ class WidthSweep(Struct):
     slopes: dict[str, list[float | None]]  # quantity -> [step]
     losses: list[list[float | None]]
     findings: list[Finding]
+    expected_slopes: dict[str, float | None] | None = None  # quantity -> what the init's weights predict
 
 
 @struct
