@@ -220,7 +220,8 @@ def cmd_gradflow(args) -> int:
         from ..records import GradflowRecord
 
         out = GradflowRecord.make(
-            verdict=verdict, config=cfg.as_dict(), model=model_info, tokens=tokens, loss=G._f(ref.loss),
+            verdict=verdict, config=cfg.as_dict(), model=model_info, tokens=tokens,
+            loss=G.json_float(ref.loss),
             gradients={"source": gsource, **grad_report.to_dict()}, activations=acts.to_dict(),
             numerics=None if numerics is None else numerics.to_dict(),
             width_sweep=None if sweep is None else sweep.to_dict(),
