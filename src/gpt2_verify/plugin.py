@@ -99,13 +99,8 @@ def gpt2_check_module():
     ("d12"), a GPTConfig or a config dict. Raises AssertionError with the report when the
     module's logits, loss, gradients or training steps fall outside the tolerance."""
     def run(factory, config=None, **options):
-        from gpt2_verify.reference.config import GPTConfig, from_descriptor
         from gpt2_verify.verify.torchmodule import check_module
 
-        if isinstance(config, str):
-            config = from_descriptor(config)
-        elif isinstance(config, dict):
-            config = GPTConfig.from_dict({"padded_vocab": None, **config})
         report = check_module(factory, config, **options)
         if not report.passed:
             raise AssertionError(report.render())

@@ -95,7 +95,8 @@ class ModuleReport:
                           "checks": [c.to_dict() for c in self.step_checks]},
                 "findings": self.findings,
                 "cause": None if self.explanation is None else self.explanation.to_dict(),
-                "margins": self.margins}
+                "margins": None if self.margins is None else {
+                    k: (v if math.isfinite(v) else None) for k, v in self.margins.items()}}
 
     def render(self) -> str:
         cfg, tol = self.config, self.tolerance
@@ -201,12 +202,29 @@ def _step_checks(losses: list[float], ref: list[float], limit: float) -> list[Ch
     return [normwise(f"step {i} loss", a, b, limit, denom=first) for i, (a, b) in enumerate(zip(losses, ref))]
 
 
-def check_module(factory: Callable, config: GPTConfig | None = None, *, device: str = "cpu",
+def as_config(config) -> GPTConfig:
+    """None (DEFAULT_CONFIG), a GPTConfig, an llm.c descriptor ("d12") or a config dict."""
+    from gpt2_verify.reference.config import from_descriptor
+
+    if config is None:
+        return DEFAULT_CONFIG
+    if isinstance(config, GPTConfig):
+        return config
+    if isinstance(config, str):
+        return from_descriptor(config)
+    if isinstance(config, dict):
+        return GPTConfig.from_dict({"padded_vocab": None, **config})
+    raise TypeError(f"config must be None, a GPTConfig, a descriptor such as 'd12' or a config dict, "
+                    f"got {type(config).__name__}")
+
+
+def check_module(factory: Callable, config: GPTConfig | str | dict | None = None, *, device: str = "cpu",
                  dtype: str = "fp32", steps: int = DEFAULT_STEPS, layout: str = "auto",
                  call: str | Callable = "auto", batch: int = DEFAULT_BATCH, seq: int = DEFAULT_SEQ,
                  seed: int = 42, optimizer=None, explain_failures: bool = True,
                  margins: bool = False, source: str | None = None) -> ModuleReport:
-    """Judge `factory(config.as_dict())` (a torch.nn.Module) against the float64 reference.
+    """Judge `factory(config.as_dict())` (a torch.nn.Module) against the float64 reference;
+    config: see `as_config`.
 
     dtype: "fp32" | "tf32" (CUDA) | "bf16" (autocast); call: "auto" | "idx-targets" | "hf" or an
     adapter fn(model, idx, targets) -> (logits, loss); optimizer: an AdamW (verify.numerics.
@@ -214,7 +232,7 @@ def check_module(factory: Callable, config: GPTConfig | None = None, *, device: 
     (bad input: the factory raises, the module cannot be mapped or called) with one line."""
     import torch
 
-    cfg = config or DEFAULT_CONFIG
+    cfg = as_config(config)
     tol = tolerance_for(device, dtype)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
