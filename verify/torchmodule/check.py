@@ -279,7 +279,7 @@ def check_module(factory: Callable, config: GPTConfig | str | dict | None = None
     score = None
     if margins:
         report.margins = probe_margins(cfg, held, tokens, tol, pmap.vocab_rows)
-    if explain_failures and not all(c.passed for c in checks) or findings:
+    if explain_failures and (findings or not all(c.passed for c in checks)):
         score = variant_score(cfg, held, tokens, cand, tol, pmap.vocab_rows)
         report.explanation = explain(score, baseline=worst(checks))
     return report
