@@ -56,6 +56,8 @@ import math
 
 from gpt2_verify.reference.config import GPTConfig
 
+from ..tolerance import Tolerance
+
 PRECISIONS = ("bf16", "fp32")
 UNIT_ROUNDOFF = {"bf16": 2.0 ** -8, "fp32": 2.0 ** -24}
 U32 = 2.0 ** -24
@@ -103,7 +105,8 @@ def check_precision(precision: str) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CudaTolerances:
-    """Absolute limits for one CUDA build's figures on one probe (module docstring)."""
+    """Absolute limits for one CUDA build's figures on one probe (module docstring), each from
+    its verify.tolerance.Tolerance in `terms` (what the JSON record carries)."""
 
     precision: str
     sigma_fwd: float  # relative rms error of a forward value
@@ -113,6 +116,7 @@ class CudaTolerances:
     step_loss: float
     grads: dict[str, float]  # per tensor name
     n_steps: int
+    terms: dict[str, Tolerance] = dataclasses.field(default_factory=dict)  # the limits as Tolerances
 
     def drift(self, n: int) -> float:
         """Limit of the least-squares slope over n steps (printed - reference)."""
@@ -124,9 +128,7 @@ class CudaTolerances:
     def summary(self) -> dict:
         return {"precision": self.precision, "sigma_fwd": self.sigma_fwd, "sigma_bwd": self.sigma_bwd,
                 "logits": self.logits, "loss": self.loss, "step_loss": self.step_loss,
-                "grads": dict(self.grads),
-                "derivation": "verify/llmc/precision.py: bf16/fp32 rounding through the model's depth, "
-                              "z(n) for a 1e-9 false-positive rate per check"}
+                "grads": dict(self.grads), "terms": {k: t.to_dict() for k, t in self.terms.items()}}
 
 
 def cuda_tolerances(cfg: GPTConfig, *, precision: str, B: int, T: int, logits_max: float,
@@ -140,13 +142,30 @@ def cuda_tolerances(cfg: GPTConfig, *, precision: str, B: int, T: int, logits_ma
     s_fwd, s_bwd = fwd.sigma(precision), fwd.times(3).sigma(precision)  # R_fwd + R_bwd = 3 R_fwd
     s_grad = fwd.times(2).sigma(precision)  # the backward's own R_bwd = 2 R_fwd
 
-    def loss_limit(sigma: float) -> float:
+    def loss_sigma(sigma: float) -> float:
         positions = 2.0 * (sigma * logits_rms) ** 2 / (B * T)
         total = U32 * U32 * loss * loss * B * T / 3.0
-        return z_score(1) * math.sqrt(positions + total) + PRINT_F
+        return math.sqrt(positions + total)
 
-    grads = {n: z_score(grad_numel[n]) * s_grad * grad_max[n] for n in grad_max}
+    src = (f"derived (verify/llmc/precision.py): {precision} rounding through the model's depth "
+           f"(sigma {{}} = u sqrt(R / 3) with float32 accumulation and fast-math terms), times z(n) = "
+           f"sqrt(2 ln(n / 1e-9)) for a 1e-9 false-positive rate over the figure's n values")
+    terms = {
+        "logits": Tolerance(norm=z_score(B * T * cfg.vocab) * s_fwd, abs=PRINT_F,
+                            scale_of="max|reference logit|",
+                            source=src.format(f"{s_fwd:.3g}") + "; + half a unit of %f"),
+        "loss": Tolerance(abs=z_score(1) * loss_sigma(s_fwd) + PRINT_F,
+                          source=src.format(f"{s_fwd:.3g}") + ", averaged over B T positions (log-softmax "
+                                 "moves by at most sqrt(2) sigma rms|z| each) plus the float32 sum; + %f"),
+        "step_loss": Tolerance(abs=z_score(1) * loss_sigma(s_bwd) + PRINT_F,
+                               source=src.format(f"{s_bwd:.3g} (forward and backward)") + ", as the loss"),
+    }
+    for n in grad_max:
+        terms[f"d{n}"] = Tolerance(norm=z_score(grad_numel[n]) * s_grad,
+                                   scale_of="max|reference grad| of d" + n,
+                                   source=src.format(f"{s_grad:.3g} (backward)"))
     return CudaTolerances(precision=precision, sigma_fwd=s_fwd, sigma_bwd=s_grad,
-                          logits=z_score(B * T * cfg.vocab) * s_fwd * logits_max + PRINT_F,
-                          loss=loss_limit(s_fwd), step_loss=loss_limit(s_bwd), grads=grads,
-                          n_steps=n_steps)
+                          logits=terms["logits"].bound(scale=logits_max), loss=terms["loss"].bound(),
+                          step_loss=terms["step_loss"].bound(),
+                          grads={n: terms[f"d{n}"].bound(scale=grad_max[n]) for n in grad_max},
+                          n_steps=n_steps, terms=terms)
