@@ -60,6 +60,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .config import BASE_STD, TENSOR_NAMES, GPTConfig, parameter_table
+from .special import invert_cdf, normal_cdf
 
 KINDS = ("normal", "uniform", "truncnormal", "constant")
 OUTPUT_PROJECTIONS = ("attprojw", "fcprojw")  # write into the residual stream
@@ -138,13 +139,13 @@ class Law:
     def cdf(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if self.kind == "normal":
-            return _phi_cdf(x / self.std)
+            return normal_cdf(x / self.std)
         if self.kind == "uniform":
             return np.clip((x + self.bound) / (2 * self.bound), 0.0, 1.0)
         if self.kind == "truncnormal":
             z = np.clip(x / self.std, -self.k, self.k)
-            lo = _phi_cdf(np.float64(-self.k))
-            return (_phi_cdf(z) - lo) / (1.0 - 2.0 * lo)
+            lo = normal_cdf(-self.k)
+            return (normal_cdf(z) - lo) / (1.0 - 2.0 * lo)
         return (x >= self.value).astype(np.float64)
 
     def pdf(self, x) -> np.ndarray:
@@ -152,7 +153,7 @@ class Law:
         if self.kind in ("normal", "truncnormal"):
             d = np.exp(-0.5 * (x / self.std) ** 2) / (self.std * math.sqrt(2 * math.pi))
             if self.kind == "truncnormal":
-                d = np.where(np.abs(x) <= self.k * self.std, d / (1.0 - 2.0 * _phi_cdf(np.float64(-self.k))),
+                d = np.where(np.abs(x) <= self.k * self.std, d / (1.0 - 2.0 * normal_cdf(-self.k)),
                              0.0)
             return d
         if self.kind == "uniform":
@@ -168,22 +169,6 @@ class Law:
             return (2 * q - 1) * self.bound
         half = (self.k if self.kind == "truncnormal" else 40.0) * self.std
         return invert_cdf(self.cdf, q, -half, half)
-
-
-def invert_cdf(cdf, q, lo: float, hi: float) -> np.ndarray:
-    """x with cdf(x) = q for a non-decreasing cdf on [lo, hi], by 60 bisections (float64)."""
-    q = np.asarray(q, dtype=np.float64)
-    lo, hi = np.full(q.shape, float(lo)), np.full(q.shape, float(hi))
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        below = cdf(mid) < q
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
-
-
-def _phi_cdf(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    return 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(-z / math.sqrt(2.0))
 
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)

@@ -78,6 +78,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 from gpt2_verify.reference.schemes import truncnormal_moments as _tn_moments
+from gpt2_verify.reference.special import bisect, normal_cdf, normal_isf, normal_quantile, normal_sf
 
 __all__ = [
     "NormalCheck", "LawCheck", "ConstantCheck", "SubTest", "check_normal", "check_uniform",
@@ -101,39 +102,6 @@ _GRID_CDF_ERR = 1e-12  # float64 binning and math.erfc at the grid points (times
 
 
 # ---- the standard normal ----------------------------------------------------------------------
-
-def normal_cdf(z: float) -> float:
-    """Phi(z) for Z ~ N(0, 1)."""
-    return 0.5 * math.erfc(-z / _SQRT2)
-
-
-def normal_isf(alpha: float) -> float:
-    """z with P(Z > z) = alpha, Z ~ N(0, 1); relative error ~1e-15 for alpha in [1e-300, 1)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not 1e-300 <= alpha < 1:
-        raise ValueError(f"alpha must be in [1e-300, 1); got {alpha!r}")
-    if alpha > 0.5:
-        return -normal_isf(1.0 - float(alpha))  # exact subtraction (Sterbenz)
-    if alpha == 0.5:
-        return 0.0
-    # Abramowitz & Stegun 26.2.23 (|error| < 4.5e-4), then Newton on log Q(z) = log alpha.
-    t = math.sqrt(-2.0 * math.log(alpha))
-    z = t - (2.515517 + t * (0.802853 + t * 0.010328)) / (
-        1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308)))
-    for _ in range(100):
-        q = 0.5 * math.erfc(z / _SQRT2)
-        pdf = math.exp(-0.5 * z * z) / _SQRT2PI
-        step = (math.log(q) - math.log(alpha)) * q / pdf
-        z += step
-        if abs(step) <= 1e-15 * max(1.0, abs(z)):
-            break
-    return z
-
-
-def normal_quantile(p: float) -> float:
-    """Phi^-1(p) for p in [1e-300, 1)."""
-    return -normal_isf(p)
-
 
 def _cdf_approx(u: np.ndarray) -> np.ndarray:
     """Vectorized Phi(u), absolute error < _APPROX_CDF_ERR (Numerical Recipes' erfcc)."""
@@ -477,20 +445,10 @@ def _chi2_ratio_bounds(n: int, alpha: float) -> tuple[float, float]:
     def h(r: float) -> float:  # r - 1 - ln r, accurate near 1
         return (r - 1.0) - math.log1p(r - 1.0)
 
-    lo, hi = math.exp(-c - 1.0), 1.0  # h(lo) >= c >= h(hi): keep lo (the conservative side)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if h(mid) >= c else (lo, mid)
-    r = lo
-    lo, hi = 1.0, 2.0 * c + 4.0  # h(lo) <= c <= h(hi): keep hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if h(mid) < c else (lo, mid)
-    return r, hi
+    # h(lo) >= c >= h(hi) below 1: keep lo (the conservative side); above 1 keep hi
+    r, _ = bisect(lambda x: h(x) >= c, math.exp(-c - 1.0), 1.0)
+    _, big = bisect(lambda x: h(x) < c, 1.0, 2.0 * c + 4.0)
+    return r, big
 
 
 def _chi2_p(n: int, t_lo: float, t_hi: float) -> float:
@@ -514,7 +472,7 @@ def _subtests(acc: _Accumulator, q: float, fpr: float) -> tuple[SubTest, SubTest
     z = (acc.mean - mu) / (s / sqrt_n)
     z_allow = qq * acc.abs_sum / (s * sqrt_n)
     zb = normal_isf(a / 2) + z_allow
-    p = math.erfc(max(abs(z) - z_allow, 0.0) / _SQRT2)
+    p = 2.0 * normal_sf(max(abs(z) - z_allow, 0.0))  # two-sided
     mean_t = SubTest("mean", z, -zb, zb, p, a, z_allow, abs(z) <= zb)
 
     # variance: | ||y - mu|| - ||x - mu|| | <= q' ||y||
@@ -644,16 +602,8 @@ def _tail_threshold(n: int, alpha: float, var: float, b: float, width: float) ->
     t_h = width * math.sqrt(target / (2.0 * n))  # Hoeffding's own threshold
     if n * var / (b * b) * _bennett_h(b * t_h / var) < target:
         return t_h  # Bennett needs more: Hoeffding's is the smaller
-    lo, hi = 0.0, t_h
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if n * var / (b * b) * _bennett_h(b * mid / var) >= target:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    _, hi = bisect(lambda t: n * var / (b * b) * _bennett_h(b * t / var) < target, 0.0, t_h)
+    return hi  # the side where the bound holds
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from typing import Any
 
 from gpt2_verify.reference.config import GPTConfig
 from gpt2_verify.reference.schemes import SCHEMES, Law, SchemeInit, resolve
+from gpt2_verify.reference.special import normal_isf
 
 from ..stats import NormalCheck, StreamCheck, stream_normal, stream_truncnormal, stream_uniform
 
@@ -109,21 +110,9 @@ def shape_hint(check: NormalCheck) -> str | None:
     if r <= 1.8:
         return f"uniform-like (max |x| = {r:.3g} std; a uniform ends at sqrt(3) = 1.73 std)"
     q = min(10.0 / check.n, 0.5)
-    z = -_norm_ppf(q)  # Q(z) = q
+    z = normal_isf(q)  # Q(z) = q
     if r < z:
         return f"truncated-normal-like (max |x| = {r:.3g} std; {check.n:,} normals would exceed {z:.3g})"
     if r > 3.2:
         return f"normal-like (max |x| = {r:.3g} std)"
     return None
-
-
-def _norm_ppf(q: float) -> float:
-    """Phi^-1(q) by bisection on erfc (hint thresholds only)."""
-    lo, hi = -40.0, 0.0
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if 0.5 * math.erfc(-mid / math.sqrt(2.0)) < q:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)

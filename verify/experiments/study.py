@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 from gpt2_verify.reference.config import GPTConfig, parameter_table
 from gpt2_verify.reference.schemes import parse_override, resolve
+from gpt2_verify.reference.special import student_t_quantile
 
 from ..atomic import write_text_atomic
 from ..errors import InputError
@@ -44,62 +45,6 @@ FINAL_FRACTION = 0.1  # final loss = mean train loss over the last 10% of steps
 
 # ---- Student t intervals ----------------------------------------------------------------------
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (Lentz; Numerical Recipes 6.4)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return f
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(a * math.log(x) + b * math.log1p(-x)
-                     - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_cdf(t: float, df: int) -> float:
-    """P(T <= t) for Student's t with df degrees of freedom: 1 - I_x(df/2, 1/2) / 2 for t > 0,
-    x = df / (df + t^2)."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))  # P(T > |t|)
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The p-quantile of Student's t (bisection on the CDF to 1e-12)."""
-    if not 0 < p < 1 or df < 1:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
-    lo, hi = -1.0, 1.0
-    while _t_cdf(lo, df) > p:  # widen until the bracket holds the quantile (df 1, p 1e-6: -3e5)
-        lo *= 2.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
-
-
 def interval(values: Sequence[float], *, level: float = 0.95) -> dict:
     """Mean with a Student-t confidence interval (lo = hi = mean for one value)."""
     v = [float(x) for x in values if x is not None and math.isfinite(x)]
@@ -110,7 +55,7 @@ def interval(values: Sequence[float], *, level: float = 0.95) -> dict:
     if n == 1:
         return {"mean": mean, "lo": mean, "hi": mean, "n": 1, "values": v}
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    half = student_t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "values": v}
 
 

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 from gpt2_verify.reference.config import GPTConfig, parameter_table
-from gpt2_verify.reference.schemes import invert_cdf
+from gpt2_verify.reference.special import invert_cdf
 
 BINS = 120
 NORMAL_HALF_WIDTH = 6.0  # in expected std: P(|z| > 6) = 2e-9, so over/underflow means a wrong law
