@@ -56,6 +56,14 @@ def round_up(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 
 
+def param_count(*, layers: int, channels: int, vocab_rows: int, max_seq_len: int) -> int:
+    """The 16 tensors' total size (the parameter table's shapes summed): wte over `vocab_rows`
+    rows, wpe, L x (qkvw 3C^2 + attprojw C^2 + fcw 4C^2 + fcprojw 4C^2 = 12 C^2, and 13 C of
+    LayerNorm weights and biases and linear biases), lnfw and lnfb."""
+    C = channels
+    return vocab_rows * C + max_seq_len * C + layers * (12 * C * C + 13 * C) + 2 * C
+
+
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
     layers: int  # L
@@ -118,8 +126,8 @@ class GPTConfig:
         return self.channels // self.heads
 
     def _count(self, vocab_rows: int) -> int:
-        L, C = self.layers, self.channels
-        return vocab_rows * C + self.max_seq_len * C + L * (12 * C * C + 13 * C) + 2 * C
+        return param_count(layers=self.layers, channels=self.channels, vocab_rows=vocab_rows,
+                           max_seq_len=self.max_seq_len)
 
     @property
     def num_params(self) -> int:
@@ -179,6 +187,7 @@ class TensorSpec:
     offset: int  # element offset in the flat buffer
     init: str  # "normal", "ones" or "zeros"
     residual: bool = False  # std scaled by 1/sqrt(2L)
+    per_layer: bool = False  # one slice per layer, stacked on a leading L axis
 
     @property
     def numel(self) -> int:
@@ -186,10 +195,6 @@ class TensorSpec:
         for s in self.shape:
             n *= s
         return n
-
-    @property
-    def per_layer(self) -> bool:
-        return self.name not in ("wte", "wpe", "lnfw", "lnfb")
 
 
 TENSOR_NAMES = (
@@ -200,27 +205,28 @@ TENSOR_NAMES = (
 
 def parameter_table(cfg: GPTConfig) -> list[TensorSpec]:
     L, C, Vp, T = cfg.layers, cfg.channels, cfg.padded_vocab, cfg.max_seq_len
+    # name, shape, init, residual (std / sqrt(2L)), per layer (leading L axis)
     rows = [
-        ("wte", (Vp, C), "normal", False),
-        ("wpe", (T, C), "normal", False),
-        ("ln1w", (L, C), "ones", False),
-        ("ln1b", (L, C), "zeros", False),
-        ("qkvw", (L, 3 * C, C), "normal", False),
-        ("qkvb", (L, 3 * C), "zeros", False),
-        ("attprojw", (L, C, C), "normal", True),
-        ("attprojb", (L, C), "zeros", False),
-        ("ln2w", (L, C), "ones", False),
-        ("ln2b", (L, C), "zeros", False),
-        ("fcw", (L, 4 * C, C), "normal", False),
-        ("fcb", (L, 4 * C), "zeros", False),
-        ("fcprojw", (L, C, 4 * C), "normal", True),
-        ("fcprojb", (L, C), "zeros", False),
-        ("lnfw", (C,), "ones", False),
-        ("lnfb", (C,), "zeros", False),
+        ("wte", (Vp, C), "normal", False, False),
+        ("wpe", (T, C), "normal", False, False),
+        ("ln1w", (L, C), "ones", False, True),
+        ("ln1b", (L, C), "zeros", False, True),
+        ("qkvw", (L, 3 * C, C), "normal", False, True),
+        ("qkvb", (L, 3 * C), "zeros", False, True),
+        ("attprojw", (L, C, C), "normal", True, True),
+        ("attprojb", (L, C), "zeros", False, True),
+        ("ln2w", (L, C), "ones", False, True),
+        ("ln2b", (L, C), "zeros", False, True),
+        ("fcw", (L, 4 * C, C), "normal", False, True),
+        ("fcb", (L, 4 * C), "zeros", False, True),
+        ("fcprojw", (L, C, 4 * C), "normal", True, True),
+        ("fcprojb", (L, C), "zeros", False, True),
+        ("lnfw", (C,), "ones", False, False),
+        ("lnfb", (C,), "zeros", False, False),
     ]
     out, offset = [], 0
-    for i, (name, shape, init, residual) in enumerate(rows):
-        spec = TensorSpec(i, name, shape, offset, init, residual)
+    for i, (name, shape, init, residual, per_layer) in enumerate(rows):
+        spec = TensorSpec(i, name, shape, offset, init, residual, per_layer)
         out.append(spec)
         offset += spec.numel
     return out
@@ -233,6 +239,8 @@ RESIDUAL_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.residual)  # std 0.02/
 ONES_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.init == "ones")  # LayerNorm weights
 ZERO_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.init == "zeros")  # biases
 LAYER_WEIGHTS = tuple(s.name for s in _ROLE_TABLE if s.init == "normal" and s.per_layer)
+PER_LAYER_TENSORS = tuple(s.name for s in _ROLE_TABLE if s.per_layer)  # (L, ...) stacks
+GLOBAL_TENSORS = tuple(s.name for s in _ROLE_TABLE if not s.per_layer)  # wte, wpe, lnfw, lnfb
 BASE_STD = 0.02  # GPT-2's init std (train_gpt2.py `_init_weights`, llm.c)
 
 

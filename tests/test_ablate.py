@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from gpt2_verify.reference.config import GPTConfig
+from gpt2_verify.reference.config import PER_LAYER_TENSORS, GPTConfig
 from gpt2_verify.verify.cli import main
 from gpt2_verify.verify.experiments import sources, study
 
@@ -129,7 +129,7 @@ def test_tiny_ablation_end_to_end(tmp_path, capsys):
         g = forward_backward(TINY, init_tensors(TINY, seed, scheme="xavier-uniform"), x, y,
                              dtype="float64").grads
         want.append(math.sqrt(sum(float(np.sum(g[n] ** 2)) for n in g
-                                  if n not in ("wte", "wpe", "lnfw", "lnfb"))))
+                                  if n in PER_LAYER_TENSORS)))
     prof = summary["schemes"][1]["grad_norm_profile"]
     assert prof["layer"] == [0] and prof["mean"][0] == pytest.approx(np.mean(want), rel=1e-4)
 

@@ -13,7 +13,13 @@ import sys
 
 import numpy as np
 import pytest
-from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig, draw_order, parameter_table
+from gpt2_verify.reference.config import (
+    PER_LAYER_TENSORS,
+    TENSOR_NAMES,
+    GPTConfig,
+    draw_order,
+    parameter_table,
+)
 from gpt2_verify.reference.init import _truncnormal, _uniform, init_params, init_tensors
 from gpt2_verify.reference.mt19937 import MT19937
 from gpt2_verify.reference.normal import normal_array
@@ -414,7 +420,7 @@ def test_every_part_follows_its_law(cfg, seed, scheme, profile):
     init = resolve(scheme, cfg, profile=profile)
     tensors = init_tensors(cfg, seed, profile, scheme=init)
     parts = [(name, layer, p) for name in TENSOR_NAMES
-             for layer in (range(cfg.layers) if name not in ("wte", "wpe", "lnfw", "lnfb") else [None])
+             for layer in (range(cfg.layers) if name in PER_LAYER_TENSORS else [None])
              for p in init.parts(name, layer)]
     random_parts = sum(p.law.random for _n, _l, p in parts)
     for name, layer, part in parts:

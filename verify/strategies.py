@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from gpt2_verify.reference.config import GPT2_DEPTHS, GPTConfig, descriptor_names, round_up
+from gpt2_verify.reference.config import GPT2_DEPTHS, GPTConfig, descriptor_names, param_count, round_up
 from gpt2_verify.reference.mt19937 import MAX_SEED
 from gpt2_verify.reference.normal import PROFILES
 from hypothesis import reject
@@ -71,12 +71,6 @@ def _check_order(lo_name: str, lo: int, hi_name: str, hi: int) -> None:
     if lo > hi:
         raise InvalidArgument(f"{lo_name}={lo} is greater than {hi_name}={hi}; pass "
                               f"{hi_name}>={lo} or lower {lo_name}")
-
-
-def _model_size(*, layers: int, channels: int, padded_vocab: int, max_seq_len: int) -> int:
-    """llm.c's parameter count (wte over Vp rows): the closed form."""
-    C = channels
-    return (padded_vocab * C + max_seq_len * C + layers * (12 * C * C + 13 * C) + 2 * C)
 
 
 def _min_rows(min_draw: int, channels: int) -> int:
@@ -171,8 +165,8 @@ def gpt2_configs(
             f"C={c_lo}, but max_seq_len={seq_hi}; raise max_seq_len or lower min_draw"
         )
     v_lo = _min_rows(min_draw, c_lo)
-    smallest = _model_size(layers=min_layers, channels=c_lo,
-                           padded_vocab=v_lo if padded else round_up(v_lo, 128),
+    smallest = param_count(layers=min_layers, channels=c_lo,
+                           vocab_rows=v_lo if padded else round_up(v_lo, 128),
                            max_seq_len=t_lo)
     if smallest > max_params:
         raise InvalidArgument(
@@ -192,7 +186,7 @@ def _configs(draw, min_layers, max_layers, c_lo, c_hi, vocab_sizes, seq_hi, padd
     if vocab_sizes is None:
         v_hi = DEFAULT_MAX_VOCAB
         # the smallest model must still fit: bound V by the budget at C = c_lo
-        fixed = _model_size(layers=min_layers, channels=c_lo, padded_vocab=0,
+        fixed = param_count(layers=min_layers, channels=c_lo, vocab_rows=0,
                             max_seq_len=_min_rows(min_draw, c_lo))
         v_hi = min(v_hi, max(1, (max_params - fixed) // c_lo - MAX_EXTRA_PADDING - 127))
         v_lo = min(_min_rows(min_draw, c_lo), v_hi)
@@ -212,7 +206,7 @@ def _configs(draw, min_layers, max_layers, c_lo, c_hi, vocab_sizes, seq_hi, padd
         padded_vocab = round_up(vocab, 128)
 
     def fits(layers, channels, seq):
-        return _model_size(layers=layers, channels=channels, padded_vocab=padded_vocab,
+        return param_count(layers=layers, channels=channels, vocab_rows=padded_vocab,
                            max_seq_len=seq) <= max_params
 
     # 2. channels: the largest C for which the smallest model still fits the budget.
@@ -235,8 +229,8 @@ def _configs(draw, min_layers, max_layers, c_lo, c_hi, vocab_sizes, seq_hi, padd
     while l_hi < max_layers and fits(l_hi + 1, channels, t_lo):
         l_hi += 1
     layers = draw(_with_corners(min_layers, l_hi, (1, 2, l_hi)), label="layers")
-    spare = max_params - _model_size(layers=layers, channels=channels,
-                                     padded_vocab=padded_vocab, max_seq_len=0)
+    spare = max_params - param_count(layers=layers, channels=channels,
+                                     vocab_rows=padded_vocab, max_seq_len=0)
     t_hi = max(t_lo, min(seq_hi, spare // channels))
     seq = draw(_with_corners(t_lo, t_hi, _SEQ_CORNERS), label="max_seq_len")
 

@@ -57,9 +57,8 @@ import struct
 import numpy as np
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from ..formats.llmc_header import DEBUG_STATE_MAGIC
 from .common import add_config_args, check_seed, config_from_args, emit_json
-
-DEBUG_STATE_MAGIC = 20240327
 
 
 def _load_model(args):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,29 +39,23 @@ from gpt2_verify.reference.config import GPT3_CHANNELS, ConfigError, GPTConfig, 
 
 from ..atomic import atomic_output
 from ..errors import InputError
+from .llmc_header import HEADER_BYTES, HEADER_INTS, MAGICS, MODEL_MAGIC, SHARD_MAGIC
+from .llmc_header import read_header as read_llmc_header
 
-MAGIC = 20240326
+MAGIC = MODEL_MAGIC
 # ulmentflam/llm.mojo (llmm/checkpointing.mojo MODEL_MAGIC) writes llm.c's model layout under the
 # number llm.c gives its token shards; told apart by the version (3/5 here, 1 for a shard) and
 # the size (a shard is 1024 + 2 * ntok bytes).
-MOJO_MAGIC = 20240520
+MOJO_MAGIC = SHARD_MAGIC
 VARIANTS = {MAGIC: "llm.c", MOJO_MAGIC: "llm.mojo"}
-HEADER_INTS = 256
-HEADER_BYTES = HEADER_INTS * 4
 VERSION_DTYPE = {3: "fp32", 5: "bf16"}
 DTYPE_VERSION = {d: v for v, d in VERSION_DTYPE.items()}
 LEGACY_VERSION = 1  # float32, vocab unpadded, header slot 7 zero: read, never written
 NP_DTYPE = {"fp32": np.dtype("<f4"), "bf16": np.dtype("<u2")}
 CHUNK = 1 << 20  # elements per step when scanning or converting
 
-# Magic numbers of llm.c's other files, to say what a misplaced file probably is.
-OTHER_MAGICS = {
-    20240327: "an llm.c debug state file",
-    20240328: "an llm.c tokenizer file",
-    20240520: "an llm.c token shard",
-    20240527: "an llm.c optimizer state file (train_gpt2.cu state_*.bin: AdamW m and v; llm.mojo's "
-              "llmm/checkpointing.mojo writes the same magic and layout)",
-}
+# llm.c's other files, to say what a misplaced file probably is
+OTHER_MAGICS = {m: what for m, what in MAGICS.items() if m != MAGIC}
 FIELDS = ("maxT", "V", "L", "NH", "C", "Vp")  # header slots 2..7
 
 
@@ -110,30 +103,8 @@ def _config_from_header(path, fields: dict[str, int]) -> GPTConfig:
 
 def read_header(path: str | os.PathLike) -> CheckpointHeader:
     """Validate an llm.c model file's header and size (never reads the body)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except OSError as e:
-        raise InputError(path, f"cannot access: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(path, "is a directory, not an llm.c model file")
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(path, "not a regular file")
-    size = st.st_size
-    if size == 0:
-        raise InputError(path, "file is empty")
-    if size < HEADER_BYTES:
-        raise InputError(path, f"file is {size} bytes, shorter than the {HEADER_BYTES}-byte "
-                               f"llm.c header")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(HEADER_BYTES)
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror}") from None
-    if len(raw) != HEADER_BYTES:
-        raise InputError(path, f"file shrank while reading: got {len(raw)} header bytes")
-    h = [int(x) for x in np.frombuffer(raw, dtype="<i4")]  # (256,)
+    header, size = read_llmc_header(path, magic=None, versions=None)
+    h = [int(x) for x in header]  # (256,)
 
     if h[0] == MOJO_MAGIC:
         check_not_a_shard(path, h, size)

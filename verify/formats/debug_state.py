@@ -26,9 +26,9 @@ from gpt2_verify.reference.config import GPTConfig
 
 from ..atomic import atomic_output
 from ..errors import InputError
+from .llmc_header import DEBUG_STATE_MAGIC as MAGIC
 from .llmc_header import HEADER_INTS, read_header
 
-MAGIC = 20240327
 VERSION = 2
 
 
@@ -60,7 +60,7 @@ def read_debug_state(path: str | os.PathLike, cfg: GPTConfig, *, require_finite:
     """require_finite: reject NaN/inf in logits, loss and gradients (a debug state used as the
     expected values). Off by default: a candidate's NaN gradients are a finding to judge, not
     unreadable input."""
-    header, size = read_header(path, magic=MAGIC, version=VERSION, what="an llm.c debug state")
+    header, size = read_header(path, magic=MAGIC, versions={VERSION: ""})
     B, T = int(header[2]), int(header[3])
     if B <= 0 or T <= 0:
         raise InputError(path, f"header says B={B}, T={T}: both must be positive")

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-from gpt2_verify.reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.config import PER_LAYER_TENSORS, GPTConfig, parameter_table
 
 from ..errors import InputError
 from .layouts import LM_HEAD_KEY, STATE_DICT_KEYS, state_dict_key, transposed_in
@@ -208,7 +208,7 @@ class Mapped:
             L = q[0] if q and len(q) == 3 else 0
         else:
             L = len(self.pieces.get("qkvw", [])) or max(
-                (len(p) for n, p in self.pieces.items() if n not in ("wte", "wpe", "lnfw", "lnfb")),
+                (len(p) for n, p in self.pieces.items() if n in PER_LAYER_TENSORS),
                 default=0)
         if L == 0:
             raise InputError(self.source, "cannot infer the number of layers: no qkvw / c_attn weight")

@@ -23,10 +23,10 @@ import numpy as np
 
 from ..atomic import atomic_output
 from ..errors import InputError
-from .llmc_header import HEADER_INTS, read_header
+from .llmc_header import HEADER_INTS, SHARD_MAGIC, TOKENIZER_MAGIC, read_header
 
-SHARD_MAGIC, SHARD_VERSION = 20240520, 1
-TOKENIZER_MAGIC, TOKENIZER_VERSION = 20240328, 2
+SHARD_VERSION = 1
+TOKENIZER_VERSION = 2
 
 
 def write_shard(path: str | os.PathLike, tokens) -> None:
@@ -43,7 +43,7 @@ def write_shard(path: str | os.PathLike, tokens) -> None:
 def read_shard(path: str | os.PathLike, *, vocab: int | None = None) -> np.ndarray:
     """The shard's tokens (uint16). With vocab, every token must be in [0, vocab): llm.c's
     dataloader does not check, and an out-of-range id reads past the end of wte."""
-    header, size = read_header(path, magic=SHARD_MAGIC, version=SHARD_VERSION, what="an llm.c token shard")
+    header, size = read_header(path, magic=SHARD_MAGIC, versions={SHARD_VERSION: ""})
     n = int(header[2])
     if n < 0 or size != HEADER_INTS * 4 + 2 * n:
         raise InputError(path, f"header says {n} tokens (file of {HEADER_INTS * 4 + 2 * n} bytes) but the "
@@ -70,15 +70,15 @@ def write_tokenizer(path: str | os.PathLike, pieces: list[bytes], eot: int) -> N
 
 def read_tokenizer(path: str | os.PathLike) -> tuple[list[bytes], int]:
     """(token byte strings, eot id); InputError naming the file and the first problem."""
-    header, size = read_header(path, magic=TOKENIZER_MAGIC, version=None, what="an llm.c tokenizer")
-    version, n = int(header[1]), int(header[2]) & 0xFFFFFFFF  # uint32 slots
+    header, size = read_header(path, magic=TOKENIZER_MAGIC, versions=None, dtype="<u4")
+    version, n = int(header[1]), int(header[2])  # uint32 slots
     if version == 1:
         if n != 50257:
             raise InputError(path, f"version 1 tokenizer with {n} tokens: llm.c accepts version 1 only "
                                    f"for GPT-2's 50257 (write version 2 with an eot id)")
         eot = 50256
     elif version == TOKENIZER_VERSION:
-        eot = int(header[3]) & 0xFFFFFFFF
+        eot = int(header[3])
     else:
         raise InputError(path, f"tokenizer version {version}; llm.c knows versions 1 and 2")
     body_size = size - HEADER_INTS * 4

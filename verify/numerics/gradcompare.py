@@ -10,7 +10,7 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
-from gpt2_verify.reference.config import BASE_STD, RANDOM_TENSORS, TENSOR_NAMES, GPTConfig
+from gpt2_verify.reference.config import BASE_STD, PER_LAYER_TENSORS, RANDOM_TENSORS, TENSOR_NAMES, GPTConfig
 
 from ..tolerance import Tolerance
 from .findings import Finding, json_float
@@ -288,7 +288,7 @@ def token_mismatch(cfg: GPTConfig, reference_grads: Mapping[str, np.ndarray],
 
 
 def _layer_of(quantity: str, index: tuple[int, ...] | None) -> int | None:
-    if quantity in ("logits", "loss", "wte", "wpe", "lnfw", "lnfb") or not index:
+    if quantity not in PER_LAYER_TENSORS or not index:
         return None
     return index[0]
 

@@ -35,7 +35,13 @@ import math
 from typing import Mapping
 
 import numpy as np
-from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig, parameter_table
+from gpt2_verify.reference.config import (
+    GLOBAL_TENSORS,
+    PER_LAYER_TENSORS,
+    TENSOR_NAMES,
+    GPTConfig,
+    parameter_table,
+)
 
 # the optimizer lives in .adamw; ADAMW is re-exported because callers pick settings with the model
 from .adamw import ADAMW, AdamW, adamw_step  # noqa: F401
@@ -210,7 +216,7 @@ def _forward(torch, cfg: GPTConfig, P: dict, idx, *, keep_activations: bool, arc
     linear = torch.nn.functional.linear  # x @ w^T + b with llm.c's (out, in) weights
     # one unbind per stacked tensor: its backward stacks the L layer gradients once, where
     # indexing P[name][layer] would allocate and add a zero (L, ...) gradient per layer
-    W = {name: P[name].unbind(0) for name in TENSOR_NAMES if name not in ("wte", "wpe", "lnfw", "lnfb")}
+    W = {name: P[name].unbind(0) for name in PER_LAYER_TENSORS}
     x = _embed(P, idx, T, arch)  # (B, T, C)
     acts = {} if keep_activations else None
     for layer in range(cfg.layers):
@@ -410,11 +416,10 @@ class TorchModel:
         for name, p in self.params.items():
             g = p.grad
             if g is None:
-                out[name] = [0.0] * (self.cfg.layers if p.dim() > 1 and p.shape[0] == self.cfg.layers
-                                     and name not in ("wte", "wpe") else 1)
+                out[name] = [0.0] * (self.cfg.layers if name in PER_LAYER_TENSORS else 1)
                 continue
             g = g.detach().double()
-            if name in ("wte", "wpe", "lnfw", "lnfb"):
+            if name in GLOBAL_TENSORS:
                 out[name] = [float(g.norm())]
             else:
                 out[name] = [float(x) for x in g.reshape(self.cfg.layers, -1).norm(dim=1)]

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from gpt2_verify.reference.config import PER_LAYER_TENSORS
+
 from ..atomic import atomic_output, write_text_atomic
 from ..compare import law_graders, model_verdict
 from ..errors import InputError
@@ -289,7 +291,7 @@ def _compare_body(doc: Document, r, name: str, rowcol: dict[str, object] | None)
             )
         )
     for tname, rc in (rowcol or {}).items():
-        per_layer = tname not in ("wte", "wpe")
+        per_layer = tname in PER_LAYER_TENSORS
         figs.append(
             doc.figure(
                 f"compare-{name}-{tname}-rows-cols",

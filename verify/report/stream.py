@@ -132,8 +132,9 @@ class Moments:
 
 
 @dataclasses.dataclass
-class ConstantCheck:
-    """A constant part of one tensor, all layers together: is every value exactly `value`?"""
+class ConstantTally:
+    """A constant part of one tensor, all layers together, tallied while streaming: is every value
+    exactly `value`? (verify.stats.check_constant is the one-shot check of a value stream.)"""
 
     tensor: str
     rows: tuple[int, int]  # rows of the per-layer shape
@@ -188,7 +189,7 @@ class TensorStats:
     standardized: bool  # histogram of x / law.sd
     hist: StreamHistogram | None
     layers: dict  # layer (None for whole tensors) -> Moments over the random parts
-    constants: list[ConstantCheck]
+    constants: list[ConstantTally]
     nonfinite: int = 0
     rowcol: RowColStats | None = None
 
@@ -238,7 +239,7 @@ class _Segment:
     end: int
     layer: int | None
     law: object
-    constant: ConstantCheck | None
+    constant: ConstantTally | None
 
 
 def _plan(cfg: GPTConfig, spec, init, rowcol: bool) -> tuple[TensorStats, list[_Segment]]:
@@ -263,7 +264,7 @@ def _plan(cfg: GPTConfig, spec, init, rowcol: bool) -> tuple[TensorStats, list[_
                 key = (part.lo, part.hi, part.law.value)
                 if key not in constants:
                     padded = spec.name == "wte" and part.lo >= cfg.vocab
-                    constants[key] = ConstantCheck(spec.name, (part.lo, part.hi), padded, part.law.value)
+                    constants[key] = ConstantTally(spec.name, (part.lo, part.hi), padded, part.law.value)
                 segments.append(_Segment(a, b, layer, part.law, constants[key]))
     standardized = len({(law.kind, law.k, law.sd) for law in laws}) > 1
     hist = None
