@@ -1,4 +1,4 @@
-"""`gpt2-verify bench` (verify/bench.py): the FLOP formula against torch's own FLOP counter, the
+"""`gpt2-verify bench` (verify/bench/): the FLOP formula against torch's own FLOP counter, the
 record's fields and their arithmetic end to end through the CLI, merging, bad input, the peak
 table, and llm.c's train_gpt2 rows with a stand-in script (always) and a real build (when
 LLMC_BIN_DIR names directories of llm.c builds, as in tests/test_llmc_harness.py).
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 from gpt2_verify.reference.config import GPTConfig
-from gpt2_verify.verify import bench as B
+from gpt2_verify.verify.bench import flops as F
+from gpt2_verify.verify.bench import record as R
+from gpt2_verify.verify.bench import timing
 from gpt2_verify.verify.cli import main
 
 torch = pytest.importorskip("torch")
@@ -64,19 +66,19 @@ def test_flops_equal_torch_flop_counter(cfg, Bsz, T):
     # the exact relation: 6 x matmul parameters x tokens + the attention term
     n_mm = 12 * L * C * C + Vp * C
     assert counted == (6 * n_mm + 12 * L * T * C) * Bsz * T
-    assert B.flops_per_token(cfg, seq=T) * Bsz * T == counted
-    assert B.matmul_params(cfg) == n_mm
+    assert F.flops_per_token(cfg, seq=T) * Bsz * T == counted
+    assert F.matmul_params(cfg) == n_mm
 
 
 def test_nanogpt_and_llmc_estimates_against_the_counted_flops():
     cfg, T = TINY_CFG, 16
-    est = B.flop_estimates(cfg, seq=T)
+    est = F.flop_estimates(cfg, seq=T)
     L, C = cfg.layers, cfg.channels
     # nanoGPT's N adds the biases and LayerNorm weights (13 C per layer + lnf's 2 C) to ours
     assert est["nanogpt_estimate_mfu"] - est["ours"] == 6 * (13 * L * C + 2 * C)
     rel = (est["nanogpt_estimate_mfu"] - est["ours"]) / est["ours"]
-    assert 0 < rel < 0.03  # 2.57% for L2 C32 Vp256 T16 (stated in verify/bench.py)
-    d12 = B.flop_estimates(GPTConfig(12, 768, 12), seq=1024)
+    assert 0 < rel < 0.03  # 2.57% for L2 C32 Vp256 T16 (stated in verify/bench/flops.py)
+    d12 = F.flop_estimates(GPTConfig(12, 768, 12), seq=1024)
     assert 0 < (d12["nanogpt_estimate_mfu"] - d12["ours"]) / d12["ours"] < 0.001  # 0.085%
     # llm.c: every parameter (wpe included) and the causal-halved attention term
     assert est["llmc_gpt2_estimate_mfu"] == 6 * cfg.num_params_padded + 6 * L * C * T
@@ -98,7 +100,7 @@ PEAK_CASES = {
 
 @pytest.mark.parametrize("name,want", sorted(PEAK_CASES.items()))
 def test_peak_lookup(name, want):
-    got = B.lookup_peak(name, dtype="bf16")
+    got = F.lookup_peak(name, dtype="bf16")
     assert got.tflops == want
     if want is None:
         assert got.source is None and "--peak-tflops" in got.reason
@@ -107,18 +109,18 @@ def test_peak_lookup(name, want):
 
 
 def test_peak_lookup_cpu_and_other_dtype_have_none_with_the_reason():
-    cpu = B.lookup_peak("Intel(R) Xeon(R) Processor", kind="cpu")
+    cpu = F.lookup_peak("Intel(R) Xeon(R) Processor", kind="cpu")
     assert cpu.tflops is None and "SIMD" in cpu.reason and "--peak-tflops" in cpu.reason
-    fp32 = B.lookup_peak("NVIDIA A100-SXM4-80GB", dtype="float32")
+    fp32 = F.lookup_peak("NVIDIA A100-SXM4-80GB", dtype="float32")
     assert fp32.tflops is None and "float32" in fp32.reason
 
 
 def test_cpu_peak_estimate():
-    est = B.cpu_peak_estimate(cores=2, ghz=2.0, flops_per_cycle=64)
+    est = F.cpu_peak_estimate(cores=2, ghz=2.0, flops_per_cycle=64)
     assert est.tflops == pytest.approx(2 * 2.0e9 * 64 / 1e12, rel=1e-15)
     assert "2 cores" in est.source
     with pytest.raises(ValueError, match="ghz"):
-        B.cpu_peak_estimate(cores=2, ghz=0, flops_per_cycle=64)
+        F.cpu_peak_estimate(cores=2, ghz=0, flops_per_cycle=64)
 
 
 # ---- the CLI end to end -------------------------------------------------------------------------
@@ -134,8 +136,8 @@ def _bench(tmp_path, *extra, name="a.json"):
 def test_bench_record_fields_and_arithmetic(tmp_path, capsys):
     path, rec = _bench(tmp_path, "--peak-tflops", "0.01")
     table = capsys.readouterr().out
-    assert rec["schema"] == B.SCHEMA and isinstance(rec["tool_version"], str)
-    assert B.validate_record(rec, str(path)) == rec["rows"]
+    assert rec["schema"] == R.SCHEMA and isinstance(rec["tool_version"], str)
+    assert R.validate_record(rec, str(path)) == rec["rows"]
     assert [(r["batch"], r["seq"]) for r in rec["rows"]] == [(2, 8), (2, 16)]
     for r in rec["rows"]:
         assert r["impl"] == "reference" and r["dtype"] == "float32" and r["compile"] is False
@@ -176,7 +178,7 @@ def test_progress_shows_config_and_step():
     import io
 
     stream = io.StringIO()
-    p = B._StepProgress(4, "bench", enabled=True, stream=stream)
+    p = timing.StepProgress(4, "bench", enabled=True, stream=stream)
     p.update(0, label="bench d12 B4 T64 cpu: step")
     p.update(3)
     assert stream.getvalue().endswith("bench d12 B4 T64 cpu: step 3/4")
@@ -198,7 +200,7 @@ def test_merge_two_machines_into_one_table(tmp_path, capsys):
     assert main(["bench", "--merge", str(a), str(b), "-o", str(merged)]) == 0
     table = capsys.readouterr().out
     m = json.loads(merged.read_text())
-    assert len(m["rows"]) == 4 and B.validate_record(m, "m") == rec["rows"] + other["rows"]
+    assert len(m["rows"]) == 4 and R.validate_record(m, "m") == rec["rows"] + other["rows"]
     assert table.count("config L=2 C=32") == 1  # one group for the one config
     assert "NVIDIA H100 80GB HBM3 (gpubox)" in table and "x1 thr" in table
     assert "bf16-autocast" in table and "float32" in table
@@ -327,7 +329,7 @@ def test_llmc_rows_from_a_stand_in_train_gpt2(tmp_path):
     assert llmc["tokens_per_s"] == pytest.approx(4 * 64 / 0.03, rel=1e-12)
     assert llmc["flops_per_token"] == 6 * (12 * 16 * 16 + 128 * 16) + 12 * 64 * 16
     assert llmc["device"]["threads"] == 1
-    assert B.validate_record(rec, "l") == rec["rows"]
+    assert R.validate_record(rec, "l") == rec["rows"]
 
 
 def test_llmc_stopped_at_the_time_limit_keeps_its_steps(tmp_path):

@@ -553,7 +553,7 @@ def test_other_tables_match_their_json(inputs, report):
 
 
 def test_bench_fixture_is_schema_valid():
-    from gpt2_verify.verify.bench import validate_record
+    from gpt2_verify.verify.bench.record import validate_record
 
     assert len(validate_record(_bench_record(), "fixture")) == 3
 

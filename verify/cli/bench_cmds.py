@@ -1,6 +1,6 @@
 """`gpt2-verify bench`: forward/backward/optimizer timings of the reference GPT-2 at random init
 (and of llm.c's train_gpt2), tokens/s, TFLOP/s, MFU and peak memory, as JSON that merges across
-machines (`--merge`). What is measured and how: verify/bench.py."""
+machines (`--merge`). What is measured and how: verify/bench/ (timing, flops, device, record)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _configs(args) -> list:
 
 
 def _peak_override(args, threads: int):
-    from ..bench import PeakLookup, cpu_peak_estimate
+    from ..bench.flops import PeakLookup, cpu_peak_estimate
 
     if args.peak_tflops is not None:
         if not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
@@ -62,7 +62,7 @@ def _peak_override(args, threads: int):
 
 
 def cmd_merge(args) -> int:
-    from ..bench import merge, render
+    from ..bench.record import merge, render
 
     if args.descriptor or args.configs or args.layers is not None or args.llmc_train_bin:
         raise InputError(None, "--merge combines JSON files: give no config or --llmc-train-bin with it")
@@ -80,7 +80,9 @@ def cmd_bench(args) -> int:
         return cmd_merge(args)
     import torch
 
-    from ..bench import _StepProgress, bench_llmc, bench_reference, check_llmc, lookup_peak, record, render
+    from ..bench.flops import lookup_peak
+    from ..bench.record import record, render
+    from ..bench.timing import StepProgress, bench_llmc, bench_reference, check_llmc
 
     cfgs = _configs(args)
     check_seed(args.seed)
@@ -117,7 +119,7 @@ def cmd_bench(args) -> int:
 
     steps = len(cfgs) * len(batches) * len(seqs) * len(modes) * (args.warmup + args.repeats)
     rows = []
-    with _StepProgress(steps, "bench") as prog:
+    with StepProgress(steps, "bench") as prog:
         for cfg in cfgs:
             name = cfg.name or cfg.slug()
             for b in batches:
@@ -166,7 +168,7 @@ def register(sub) -> None:
     q.add_argument("--warmup", type=int, default=2, help="untimed steps first (2)")
     q.add_argument("--repeats", type=int, default=5, help="timed steps (5)")
     q.add_argument("--peak-tflops", type=float, help="peak TFLOPS for MFU, overriding the table "
-                                                     "(verify/bench.py PEAKS) for every row of this run")
+                                                     "(verify/bench/flops.py PEAKS) for every row")
     q.add_argument("--cpu-peak-estimate", metavar="GHZ,FLOPS_PER_CYCLE",
                    help="estimate the CPU peak as threads x GHz x FLOPs per cycle per core (e.g. 2.0,64 "
                         "for AVX-512 with 2 FMA units); only on request, CPUs have no table entry")
