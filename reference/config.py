@@ -246,7 +246,7 @@ BASE_STD = 0.02  # GPT-2's init std (train_gpt2.py `_init_weights`, llm.c)
 
 def nominal_std(cfg: GPTConfig, name: str) -> float:
     """The std a random tensor is drawn with, in exact real arithmetic (0.02, or
-    0.02/sqrt(2L) for the residual projections). reference.init.init_std gives the float
+    0.02/sqrt(2L) for the residual projections). reference.normal.init_std gives the float
     each profile actually passes to normal_."""
     if name not in RANDOM_TENSORS:
         raise ValueError(f"{name} is not drawn at random; random tensors: {RANDOM_TENSORS}")

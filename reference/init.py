@@ -11,7 +11,6 @@ one chunk however large the model.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Iterator, Sequence
 
@@ -21,23 +20,6 @@ from .config import GPTConfig, TensorSpec, parameter_table
 from .mt19937 import MT19937, init_genrand
 from .normal import DEFAULT_CHUNK, advance, box_muller16, check_profile, normal_
 from .schemes import DEFAULT_SCHEME, Law, SchemeInit, resolve, rows_of
-
-
-def init_std(cfg: GPTConfig, spec: TensorSpec, profile: str):
-    """The std each profile passes to normal_ for a weight tensor.
-
-    llmc:  0.02f * (1.0f / sqrtf(2.0f * L)), all float32 (train_gpt2.cu).
-    torch: 0.02 / math.sqrt(2 * L) in double (train_gpt2.py); torch rounds it to float32
-           once inside the n >= 16 kernel. For some L (e.g. 6, 24) the two differ by 1 ulp
-           (by 2 ulps for some L >= 245).
-    """
-    check_profile(profile)
-    if profile == "llmc":
-        if not spec.residual:
-            return np.float32(0.02)
-        scale = np.float32(1.0) / np.sqrt(np.float32(2.0) * np.float32(cfg.layers))
-        return np.float32(np.float32(0.02) * scale)
-    return 0.02 / math.sqrt(2 * cfg.layers) if spec.residual else 0.02
 
 
 class Plan:

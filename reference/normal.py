@@ -24,6 +24,7 @@ import numpy as np
 
 from . import boxmuller_tables as tables
 from . import parallel
+from .config import GPTConfig, TensorSpec
 from .glibc_libm import logf, sincosf
 from .mt19937 import MT19937
 
@@ -213,3 +214,20 @@ def normal_range(stream: MT19937, n: int, std, mean: float = 0.0, *, lo: int, hi
         stream.jump(start + n - stream.position)
         vals = _transform(stream.u24(16), std32, mean32, radius, sincos64)
         yield vals[max(lo, emit) - emit: hi - emit]
+
+
+def init_std(cfg: GPTConfig, spec: TensorSpec, profile: str):
+    """The std each profile passes to normal_ for a weight tensor.
+
+    llmc:  0.02f * (1.0f / sqrtf(2.0f * L)), all float32 (train_gpt2.cu).
+    torch: 0.02 / math.sqrt(2 * L) in double (train_gpt2.py); torch rounds it to float32
+           once inside the n >= 16 kernel. For some L (e.g. 6, 24) the two differ by 1 ulp
+           (by 2 ulps for some L >= 245).
+    """
+    check_profile(profile)
+    if profile == "llmc":
+        if not spec.residual:
+            return np.float32(0.02)
+        scale = np.float32(1.0) / np.sqrt(np.float32(2.0) * np.float32(cfg.layers))
+        return np.float32(np.float32(0.02) * scale)
+    return 0.02 / math.sqrt(2 * cfg.layers) if spec.residual else 0.02

@@ -1,9 +1,10 @@
 """Init schemes: each of llm.c's 16 tensors, given the config and layer, gets a law.
 
-A law is one of normal(std), uniform(-bound, bound), truncnormal(std, cut at +-k std) or a
-constant. A scheme is data: a name, one formula, a citation and a rule (`Scheme.rule`) that
+A law (reference.laws) is one of normal(std), uniform(-bound, bound), truncnormal(std, cut at
++-k std) or a constant. A scheme is data: a name, one formula, a citation and a rule (`Scheme.rule`) that
 maps a tensor to its law. `resolve(name, cfg)` applies the rule to every tensor and layer and
-the user's overrides on top (`--set wpe.std=0.01`); `reference.init` draws the result.
+the user's overrides on top (`--set wpe.std=0.01`, reference.overrides); `reference.init` draws
+the result.
 
 Fans follow PyTorch's convention (torch.nn.init._calculate_fan_in_and_fan_out: a weight of
 shape (out, in) has fan_in = in, fan_out = out), on llm.c's (out, in) weights:
@@ -47,186 +48,25 @@ fcprojw). How each law turns stream words into float32 values, exactly:
 
 Scheme parameters are real numbers in float64 (Python floats; math.sqrt is correctly
 rounded, so they are the same on every machine); drawing rounds them to float32 once.
-Under `gpt2` the stds are llm.c's float32 arithmetic exactly (reference.init.init_std).
+Under `gpt2` the stds are llm.c's float32 arithmetic exactly (reference.normal.init_std).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Callable, Iterator, Mapping, Sequence
 
-import numpy as np
+from .config import BASE_STD, GPTConfig, parameter_table
+from .laws import ZERO, Law, Part, constant, normal, truncnormal, uniform
+from .normal import check_profile, init_std
+from .overrides import Override, parse_overrides
 
-from .config import BASE_STD, TENSOR_NAMES, GPTConfig, parameter_table
-from .special import invert_cdf, normal_cdf
-
-KINDS = ("normal", "uniform", "truncnormal", "constant")
 OUTPUT_PROJECTIONS = ("attprojw", "fcprojw")  # write into the residual stream
 WEIGHTS = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
 EMBEDDINGS = ("wte", "wpe")
 BIAS_OF = {"qkvb": "qkvw", "attprojb": "attprojw", "fcb": "fcw", "fcprojb": "fcprojw"}
 LAYERNORM = {"ln1w": 1.0, "ln1b": 0.0, "ln2w": 1.0, "ln2b": 0.0, "lnfw": 1.0, "lnfb": 0.0}
-OVERRIDE_FIELDS = ("std", "bound", "k", "value", "scale")
-
-
-# ---- laws -------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Law:
-    """normal(std) | uniform(-bound, bound) | truncnormal(std, |z| <= k) | constant(value)."""
-
-    kind: str
-    std: float = 0.0  # normal, truncnormal: std of the (untruncated) normal
-    bound: float = 0.0  # uniform
-    k: float = 0.0  # truncnormal: cut at +-k std
-    value: float = 0.0  # constant
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"law kind {self.kind!r}: use one of {KINDS}")
-        for field in {"normal": ("std",), "truncnormal": ("std", "k"), "uniform": ("bound",),
-                      "constant": ()}[self.kind]:
-            x = getattr(self, field)
-            if not (math.isfinite(x) and x > 0):
-                raise ValueError(f"{self.kind} law needs a finite positive {field}, got {x!r}")
-        if not math.isfinite(self.value):
-            raise ValueError(f"constant law needs a finite value, got {self.value!r}")
-
-    @property
-    def random(self) -> bool:
-        return self.kind != "constant"
-
-    @property
-    def sd(self) -> float:
-        """The law's standard deviation (0 for a constant)."""
-        if self.kind == "normal":
-            return self.std
-        if self.kind == "uniform":
-            return self.bound / math.sqrt(3.0)
-        if self.kind == "truncnormal":
-            return self.std * math.sqrt(truncnormal_variance(self.k))
-        return 0.0
-
-    @property
-    def mean(self) -> float:
-        return self.value if self.kind == "constant" else 0.0
-
-    def scaled(self, factor: float) -> "Law":
-        return dataclasses.replace(self, std=self.std * factor, bound=self.bound * factor,
-                                   value=self.value * factor)
-
-    def describe(self) -> str:
-        if self.kind == "normal":
-            return f"N(0, {self.std:.6g})"
-        if self.kind == "uniform":
-            return f"U(-{self.bound:.6g}, {self.bound:.6g})"
-        if self.kind == "truncnormal":
-            return f"TN(0, {self.std:.6g}, +-{self.k:g} std)"
-        return f"= {self.value:g}"
-
-    def to_dict(self) -> dict:
-        keys = {"normal": ("std",), "truncnormal": ("std", "k"), "uniform": ("bound",),
-                "constant": ("value",)}[self.kind]
-        return {"kind": self.kind, **{k: getattr(self, k) for k in keys}, "sd": self.sd}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "Law":
-        return cls(d["kind"], **{k: float(d[k]) for k in ("std", "bound", "k", "value") if k in d})
-
-    # float64 density, distribution and quantile functions (plots, QQ lines, KS references)
-    def cdf(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if self.kind == "normal":
-            return normal_cdf(x / self.std)
-        if self.kind == "uniform":
-            return np.clip((x + self.bound) / (2 * self.bound), 0.0, 1.0)
-        if self.kind == "truncnormal":
-            z = np.clip(x / self.std, -self.k, self.k)
-            lo = normal_cdf(-self.k)
-            return (normal_cdf(z) - lo) / (1.0 - 2.0 * lo)
-        return (x >= self.value).astype(np.float64)
-
-    def pdf(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if self.kind in ("normal", "truncnormal"):
-            d = np.exp(-0.5 * (x / self.std) ** 2) / (self.std * math.sqrt(2 * math.pi))
-            if self.kind == "truncnormal":
-                d = np.where(np.abs(x) <= self.k * self.std, d / (1.0 - 2.0 * normal_cdf(-self.k)),
-                             0.0)
-            return d
-        if self.kind == "uniform":
-            return np.where(np.abs(x) <= self.bound, 1.0 / (2 * self.bound), 0.0)
-        return np.where(x == self.value, np.inf, 0.0)
-
-    def ppf(self, q) -> np.ndarray:
-        """Quantiles, by bisection on cdf (60 halvings: float64-exact for plotting)."""
-        q = np.asarray(q, dtype=np.float64)
-        if self.kind == "constant":
-            return np.full(q.shape, self.value)
-        if self.kind == "uniform":
-            return (2 * q - 1) * self.bound
-        half = (self.k if self.kind == "truncnormal" else 40.0) * self.std
-        return invert_cdf(self.cdf, q, -half, half)
-
-
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
-
-
-def truncnormal_moments(k: float) -> tuple[float, float, float]:
-    """(Z, E z^2, E z^4) of the standard normal truncated to [-k, k]; Z = 2 Phi(k) - 1.
-
-    Closed forms (integration by parts) for k >= 2; below, where they cancel, 64-point
-    Gauss-Legendre on [0, k] (the integrand is entire and mild there: error ~1e-16).
-    """
-    z_mass = math.erf(k / math.sqrt(2.0))
-    if k >= 2.0:
-        pdf = math.exp(-0.5 * k * k) / math.sqrt(2 * math.pi)
-        return (z_mass, 1.0 - 2.0 * k * pdf / z_mass,
-                3.0 - 2.0 * pdf * (k ** 3 + 3.0 * k) / z_mass)
-    u = 0.5 * k * (_GL_NODES + 1.0)
-    w = _GL_WEIGHTS * np.exp(-0.5 * u * u)
-    total = float(w.sum())
-    return z_mass, float(np.dot(w, u ** 2)) / total, float(np.dot(w, u ** 4)) / total
-
-
-def truncnormal_variance(k: float) -> float:
-    """Var of N(0, 1) restricted to [-k, k]: 1 - 2 k phi(k) / (2 Phi(k) - 1)."""
-    return truncnormal_moments(k)[1]
-
-
-def normal(std: float) -> Law:
-    return Law("normal", std=float(std))
-
-
-def uniform(bound: float) -> Law:
-    return Law("uniform", bound=float(bound))
-
-
-def truncnormal(std: float, k: float) -> Law:
-    return Law("truncnormal", std=float(std), k=float(k))
-
-
-def constant(value: float) -> Law:
-    return Law("constant", value=float(value))
-
-
-ZERO = constant(0.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """Rows [lo, hi) of one tensor (of one layer's slice for per-layer tensors) follow `law`.
-
-    Rows are the first axis of the per-layer shape (a 1-D tensor's rows are its elements).
-    `fixed` parts are the scheme's structure (wte's padded rows, muP's zero query), which
-    overrides do not touch."""
-
-    lo: int
-    hi: int
-    law: Law
-    fixed: bool = False
 
 
 # ---- fans -------------------------------------------------------------------------------------
@@ -306,8 +146,6 @@ def role_of(name: str) -> str:
 def _gpt2(site: Site):
     if site.name not in WEIGHTS:
         return None
-    from .init import init_std  # the exact float per profile lives with the initializer
-
     spec = {s.name: s for s in parameter_table(site.cfg)}[site.name]
     return normal(float(init_std(site.cfg, spec, site.profile)))
 
@@ -457,68 +295,6 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]
 
 
-# ---- overrides --------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Override:
-    """`TENSORS.FIELD=VALUE` (TENSORS: one name or a comma list) or `PARAM=VALUE` (a scheme
-    parameter, e.g. mup's base_width)."""
-
-    tensors: tuple[str, ...]
-    field: str
-    value: float
-    text: str
-
-    def apply(self, law: Law) -> Law:
-        f, x = self.field, self.value
-        if f == "scale":
-            return law.scaled(x)
-        if f == "std":
-            return truncnormal(x, law.k) if law.kind == "truncnormal" else normal(x)
-        if f == "bound":
-            return uniform(x)
-        if f == "value":
-            return constant(x)
-        if law.kind not in ("normal", "truncnormal"):  # f == "k"
-            raise ValueError(f"--set {self.text!r}: k truncates a normal law, but the law is "
-                             f"{law.describe()}; set std too (e.g. TENSOR.std=0.02 TENSOR.k=3)")
-        return truncnormal(law.std, x)
-
-
-_OVERRIDE = re.compile(r"^\s*(?:([A-Za-z0-9_,]+)\.)?([A-Za-z_]+)\s*=\s*(\S+)\s*$")
-
-
-def parse_override(text: str) -> Override:
-    """Parse `wpe.std=0.01`, `attprojw,fcprojw.scale=10`, `qkvb.std=0.02`, `base_width=64`."""
-    m = _OVERRIDE.match(text)
-    if not m:
-        raise ValueError(f"--set {text!r}: write TENSOR.FIELD=VALUE (e.g. wpe.std=0.01, attprojw.scale=10) "
-                         "or PARAM=VALUE (e.g. base_width=64)")
-    names, field, raw = m.groups()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"--set {text!r}: {raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"--set {text!r}: the value must be finite")
-    if names is None:
-        return Override((), field, value, text.strip())
-    tensors = tuple(n for n in names.split(",") if n)
-    for n in tensors:
-        if n not in TENSOR_NAMES:
-            raise ValueError(f"--set {text!r}: unknown tensor {n!r}; tensors: {', '.join(TENSOR_NAMES)}")
-    if field not in OVERRIDE_FIELDS:
-        raise ValueError(f"--set {text!r}: unknown field {field!r}; use one of {', '.join(OVERRIDE_FIELDS)}")
-    if field in ("std", "bound", "k", "scale") and not value > 0:
-        raise ValueError(f"--set {text!r}: {field} must be positive (for an all-zero tensor use "
-                         f"{tensors[0]}.value=0)")
-    return Override(tensors, field, value, text.strip())
-
-
-def parse_overrides(texts: Sequence[str | Override]) -> tuple[Override, ...]:
-    return tuple(t if isinstance(t, Override) else parse_override(t) for t in texts)
-
-
 # ---- a resolved scheme ------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -657,8 +433,6 @@ def resolve(scheme: str | Scheme | SchemeInit = DEFAULT_SCHEME, cfg: GPTConfig |
         return scheme
     if cfg is None:
         raise ValueError("resolve(scheme, cfg): give the GPTConfig the scheme applies to")
-    from .normal import check_profile
-
     check_profile(profile)
     return SchemeInit(get_scheme(scheme) if isinstance(scheme, str) else scheme, cfg, profile=profile,
                       overrides=overrides)

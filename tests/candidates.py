@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 from gpt2_verify.reference.config import LAYER_WEIGHTS, ONES_TENSORS, GPTConfig, parameter_table
-from gpt2_verify.reference.init import init_std, init_tensors
+from gpt2_verify.reference.init import init_tensors
 from gpt2_verify.reference.mt19937 import MT19937
-from gpt2_verify.reference.normal import normal_array
+from gpt2_verify.reference.normal import init_std, normal_array
 
 
 def _draw(cfg: GPTConfig, seed: int, std_for) -> dict[str, np.ndarray]:

@@ -18,9 +18,9 @@ import pytest
 from gpt2_verify.reference.config import LAYER_WEIGHTS, GPTConfig, parameter_table
 from gpt2_verify.reference.config import ONES_TENSORS as ONES
 from gpt2_verify.reference.config import RESIDUAL_TENSORS as RESIDUAL
-from gpt2_verify.reference.init import init_std, init_tensors
+from gpt2_verify.reference.init import init_tensors
 from gpt2_verify.reference.mt19937 import MT19937
-from gpt2_verify.reference.normal import normal_array
+from gpt2_verify.reference.normal import init_std, normal_array
 from gpt2_verify.verify.compare import compare
 from gpt2_verify.verify.formats.model import model_from_mapping
 

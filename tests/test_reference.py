@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from gpt2_verify.reference import exact, glibc_libm
 from gpt2_verify.reference.config import GPTConfig, from_descriptor
-from gpt2_verify.reference.init import init_params, init_std, iter_params
+from gpt2_verify.reference.init import init_params, iter_params
 from gpt2_verify.reference.mt19937 import MT19937, init_genrand
-from gpt2_verify.reference.normal import normal_array
+from gpt2_verify.reference.normal import init_std, normal_array
 
 from tests.known import LLMC_DESCRIPTOR_SHA256, LLMC_LARGE_SHA256, LLMC_SHA256
 

@@ -1,6 +1,6 @@
-"""Init schemes (reference/schemes.py): the draws against PyTorch's own nn.init functions, the
-formulas as the config varies, the exact float rules for uniforms and truncated normals, and
-overrides."""
+"""Init schemes (reference/schemes.py, laws.py, overrides.py): the draws against PyTorch's own
+nn.init functions, the formulas as the config varies, the exact float rules for uniforms and
+truncated normals, and overrides."""
 
 from __future__ import annotations
 
@@ -21,15 +21,11 @@ from gpt2_verify.reference.config import (
     parameter_table,
 )
 from gpt2_verify.reference.init import _truncnormal, _uniform, init_params, init_tensors
+from gpt2_verify.reference.laws import Law, truncnormal_variance
 from gpt2_verify.reference.mt19937 import MT19937
 from gpt2_verify.reference.normal import normal_array
-from gpt2_verify.reference.schemes import (
-    SCHEMES,
-    Law,
-    parse_override,
-    resolve,
-    truncnormal_variance,
-)
+from gpt2_verify.reference.overrides import parse_override
+from gpt2_verify.reference.schemes import SCHEMES, resolve
 from gpt2_verify.verify.strategies import gpt2_configs
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -432,3 +428,38 @@ def test_every_part_follows_its_law(cfg, seed, scheme, profile):
             # the family of random parts at 1e-9 together (Bonferroni): this cannot flake
             check = _check(values, part.law, 1e-9 / random_parts)
             assert check.passed, (scheme, name, layer, check.reason)
+
+
+def test_reference_imports_have_no_cycle():
+    """No module of reference/ imports, even lazily inside a function, one that imports it back
+    (reference.init <-> reference.schemes was one), and none imports verify."""
+    import ast
+    from pathlib import Path
+
+    import gpt2_verify.reference as ref
+
+    root = Path(ref.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                assert "verify" not in mod.split("."), f"{path.name} imports {mod}"
+                if node.level == 1:
+                    deps |= {mod} if mod else {a.name for a in node.names}
+                elif mod.startswith("gpt2_verify.reference."):
+                    deps.add(mod.split(".")[2])
+        graph[path.stem] = {d for d in deps if (root / f"{d}.py").exists()}
+
+    def reach(start, node, seen):
+        for d in graph.get(node, ()):
+            assert d != start, f"import cycle through reference.{start} and reference.{node}"
+            if d not in seen:
+                seen.add(d)
+                reach(start, d, seen)
+
+    for name in graph:
+        reach(name, name, set())
+    assert "init" not in graph["schemes"] and "schemes" in graph["init"]
+

@@ -77,7 +77,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from gpt2_verify.reference.schemes import truncnormal_moments as _tn_moments
+from gpt2_verify.reference.laws import truncnormal_moments as _tn_moments
 from gpt2_verify.reference.special import bisect, normal_cdf, normal_isf, normal_quantile, normal_sf
 
 __all__ = [

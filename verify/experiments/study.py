@@ -30,7 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from gpt2_verify.reference.config import GPTConfig, parameter_table
-from gpt2_verify.reference.schemes import parse_override, resolve
+from gpt2_verify.reference.overrides import parse_override
+from gpt2_verify.reference.schemes import resolve
 from gpt2_verify.reference.special import student_t_quantile
 
 from ..atomic import write_text_atomic
