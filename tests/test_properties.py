@@ -24,9 +24,9 @@ from gpt2_verify.reference.config import RANDOM_TENSORS as RANDOM
 from gpt2_verify.reference.config import RESIDUAL_TENSORS as RESIDUAL
 from gpt2_verify.reference.config import ZERO_TENSORS as ZEROS
 from gpt2_verify.reference.config import GPTConfig, draw_order, from_descriptor, parameter_table
-from gpt2_verify.reference.init import init_params, init_std, init_tensors
+from gpt2_verify.reference.init import init_params, init_tensors
 from gpt2_verify.reference.mt19937 import MT19937
-from gpt2_verify.reference.normal import draws_needed, normal_array
+from gpt2_verify.reference.normal import draws_needed, init_std, normal_array
 from gpt2_verify.verify.stats import bonferroni, check_constant, check_normal
 from gpt2_verify.verify.strategies import gpt2_configs, llmc_descriptors, profiles, seeds
 from hypothesis import example, given, note
