@@ -12,8 +12,9 @@ import pytest
 from gpt2_verify.reference.config import GPTConfig
 from gpt2_verify.reference.init import init_params
 from gpt2_verify.reference.schemes import resolve
-from gpt2_verify.verify import executors
+from gpt2_verify.verify import executors, sharded
 from gpt2_verify.verify.cli import main
+from gpt2_verify.verify.errors import TaskFailed
 from gpt2_verify.verify.sharded import iter_params_sharded
 
 from tests.known import LLMC_SHA256
@@ -64,6 +65,29 @@ def test_a_failing_task_loses_only_itself():
         pool.close()
     assert got[1] == 10 and got[3] == 30
     assert isinstance(got[2], executors.Failed) and "two" in got[2].error
+
+
+def test_a_failing_ordered_task_is_one_error():
+    pool = executors.Processes(2)
+    try:
+        with pytest.raises(TaskFailed, match="a worker process failed: ValueError: two"):
+            list(pool.ordered(_raise_on_two, [1, 2, 3]))
+    finally:
+        pool.close()
+
+
+def test_a_failed_worker_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def dies(*_a, **_k):
+        raise TaskFailed("a worker process died (killed, or out of memory)")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(sharded, "iter_params_sharded", dies)
+    out = tmp_path / "m.bin"
+    assert main(["init", *SMALL, "--workers", "2", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "gpt2-verify: error: a worker process died (killed, or out of memory)"]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_executor_usage_errors(capsys):

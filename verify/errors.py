@@ -18,5 +18,11 @@ class InputError(Exception):
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
 
+class TaskFailed(Exception):
+    """A task run by a worker (a local process or a Ray task) raised or its worker died: the work
+    it belonged to cannot finish. Exit code 1, one line; nothing partial is written (outputs are
+    atomic)."""
+
+
 class CheckFailed(Exception):
     """A verification ran and found a mismatch. Exit code 1."""

@@ -20,7 +20,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterable, Iterator
 
-from .errors import InputError
+from .errors import InputError, TaskFailed
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA = "--executor ray needs Ray: pip install 'gpt2-verify[ray]'"
@@ -70,9 +70,9 @@ class Processes:
         for item in items:
             pending.append(self._pool.submit(fn, item))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield _result(pending.popleft())
 
     def as_done(self, fn: Callable, items: Iterable) -> Iterator[tuple]:
         from concurrent.futures.process import BrokenProcessPool
@@ -92,6 +92,18 @@ class Processes:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future):
+    """A local task's result, or TaskFailed naming what went wrong in the worker."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise TaskFailed("a worker process died (killed, or out of memory)") from None
+    except Exception as e:  # noqa: BLE001 - the worker's own error, reported in one line
+        raise TaskFailed(f"a worker process failed: {type(e).__name__}: {e}") from None
 
 
 def require_ray():
@@ -145,7 +157,7 @@ class Ray:
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as e:
-            raise RuntimeError(f"a Ray task failed: {str(e).splitlines()[0]}") from None
+            raise TaskFailed(f"a Ray task failed: {str(e).splitlines()[0]}") from None
 
     def as_done(self, fn: Callable, items: Iterable) -> Iterator[tuple]:
         task = self._remote(fn)

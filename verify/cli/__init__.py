@@ -12,7 +12,7 @@ import sys
 from gpt2_verify.reference.config import ConfigError
 
 from .. import __version__
-from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError
+from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputError, TaskFailed
 from . import (
     ablate_cmds,
     bench_cmds,
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except CheckFailed as e:
         print(f"gpt2-verify: check failed: {e}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except TaskFailed as e:
+        print(f"gpt2-verify: error: {e}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("gpt2-verify: interrupted", file=sys.stderr)
