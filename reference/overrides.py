@@ -71,4 +71,16 @@ def parse_override(text: str) -> Override:
 
 
 def parse_overrides(texts: Sequence[str | Override]) -> tuple[Override, ...]:
-    return tuple(t if isinstance(t, Override) else parse_override(t) for t in texts)
+    """Parse every --set; one field of one tensor (or one parameter) set twice is refused:
+    overrides apply in turn, so `scale` would compound and `std` would silently take the last."""
+    out = tuple(t if isinstance(t, Override) else parse_override(t) for t in texts)
+    seen: dict[tuple[str, str], str] = {}
+    for o in out:
+        for target in o.tensors or ("",):
+            if (target, o.field) in seen:
+                what = f"{target}.{o.field}" if target else o.field
+                first = seen[(target, o.field)]
+                raise ValueError(f"--set {o.text!r}: {what} is already set by --set {first!r}; set each "
+                                 "field once (repeated --set values do not compound)")
+            seen[(target, o.field)] = o.text
+    return out

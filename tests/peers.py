@@ -21,7 +21,7 @@ import numpy as np
 from gpt2_verify.reference.config import GPTConfig
 
 
-def _modules(cfg: GPTConfig):
+def _modules(cfg: GPTConfig, bias: bool = True):
     import torch.nn as nn
 
     C = cfg.channels
@@ -29,8 +29,8 @@ def _modules(cfg: GPTConfig):
     class Attn(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c_attn = nn.Linear(C, 3 * C)
-            self.c_proj = nn.Linear(C, C)
+            self.c_attn = nn.Linear(C, 3 * C, bias=bias)
+            self.c_proj = nn.Linear(C, C, bias=bias)
             self.c_proj.LLMC_RESIDUAL_SCALE_FLAG = 1
             T = cfg.max_seq_len
             import torch
@@ -39,16 +39,16 @@ def _modules(cfg: GPTConfig):
     class MLP(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c_fc = nn.Linear(C, 4 * C)
-            self.c_proj = nn.Linear(4 * C, C)
+            self.c_fc = nn.Linear(C, 4 * C, bias=bias)
+            self.c_proj = nn.Linear(4 * C, C, bias=bias)
             self.c_proj.LLMC_RESIDUAL_SCALE_FLAG = 1
 
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            self.ln_1 = nn.LayerNorm(C)
+            self.ln_1 = nn.LayerNorm(C, bias=bias)
             self.attn = Attn()
-            self.ln_2 = nn.LayerNorm(C)
+            self.ln_2 = nn.LayerNorm(C, bias=bias)
             self.mlp = MLP()
 
     class GPT(nn.Module):
@@ -58,7 +58,7 @@ def _modules(cfg: GPTConfig):
                 wte=nn.Embedding(cfg.vocab, C),
                 wpe=nn.Embedding(cfg.max_seq_len, C),
                 h=nn.ModuleList([Block() for _ in range(cfg.layers)]),
-                ln_f=nn.LayerNorm(C),
+                ln_f=nn.LayerNorm(C, bias=bias),
             ))
             self.lm_head = nn.Linear(C, cfg.vocab, bias=False)
 
@@ -92,14 +92,20 @@ def train_gpt2_py(cfg: GPTConfig, seed: int = 42):
     return model.state_dict()
 
 
-def nanogpt(cfg: GPTConfig, seed: int = 1337):
-    """nanoGPT model.py's GPT(config) after __init__ (global generator seeded like train.py)."""
+def nanogpt(cfg: GPTConfig, seed: int = 1337, *, bias: bool = True, tied: bool = True,
+            proj_std=lambda layers: 0.02 / math.sqrt(2 * layers), redraw: bool = True):
+    """nanoGPT model.py's GPT(config) after __init__ (global generator seeded like train.py).
+
+    The knobs plant the bugs of real forks: proj_std(L) the c_proj re-draw's std (nanoGPT:
+    0.02/sqrt(2L)), redraw=False skips that loop, tied=False leaves lm_head its own tensor,
+    bias=False is nanoGPT's GPTConfig(bias=False)."""
     import torch
     import torch.nn as nn
 
     torch.manual_seed(seed)
-    model = _modules(cfg)
-    model.transformer.wte.weight = model.lm_head.weight  # tied before init: drawn twice
+    model = _modules(cfg, bias)
+    if tied:
+        model.transformer.wte.weight = model.lm_head.weight  # tied before init: drawn twice
 
     def init(module):
         if isinstance(module, nn.Linear):
@@ -112,8 +118,8 @@ def nanogpt(cfg: GPTConfig, seed: int = 1337):
     with torch.no_grad():
         model.apply(init)
         for pn, p in model.named_parameters():
-            if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.layers))
+            if redraw and pn.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=proj_std(cfg.layers))
     return model.state_dict()
 
 

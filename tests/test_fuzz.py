@@ -17,11 +17,12 @@ from gpt2_verify.verify.errors import InputError
 
 from tests import candidates
 
-FAST = dict(max_params=5_000, derandomize=True)
+# the candidates draw llm.c's stream: graded close (a dict output alone would default to distribution)
+FAST = dict(max_params=5_000, derandomize=True, require="close")
 
 
 def test_correct_python_candidate_passes():
-    result = fuzz(Candidate(function=candidates.correct), examples=15, require="exact", **FAST)
+    result = fuzz(Candidate(function=candidates.correct), examples=15, **{**FAST, "require": "exact"})
     assert result.verdict == "pass" and result.examples_run == 15 and result.failure is None
 
 
@@ -174,7 +175,7 @@ TEMPLATE = "{exe} -L {{L}} -C {{C}} -H {{NH}} -V {{V}} -P {{Vp}} -T {{T}} -s {{s
 
 def test_c_candidate_is_bit_exact(c_init):
     cand = Candidate(cmd=TEMPLATE.format(exe=c_init / "init"), timeout=30)
-    result = fuzz(cand, examples=12, require="exact", **FAST)
+    result = fuzz(cand, examples=12, **{**FAST, "require": "exact"})
     assert result.verdict == "pass", result.render()
 
 
@@ -213,7 +214,7 @@ def test_cli_usage_errors(capsys):
 def test_cli_adapter_pass(capsys):
     assert main(["fuzz", "--adapter", "tests.candidates:correct", "--examples", "5",
                  "--max-params", "3000"]) == 0
-    assert capsys.readouterr().out.startswith("fuzz: pass: 5 examples")
+    assert capsys.readouterr().out.startswith("fuzz: pass: 5 examples")  # graded; untestable runs aside
 
 
 def test_pytest_helper(gpt2_fuzz):
@@ -336,8 +337,9 @@ def test_pytest_helper_in_a_users_project(tmp_path):
 @pytest.mark.slow
 def test_bigger_runs_find_and_shrink_every_planted_bug():
     for bug, layers in ((candidates.residual_scale_from_l3, 3), (candidates.keeps_spare_normal, None)):
-        result = fuzz(bug, examples=300, max_params=100_000, hypothesis_seed=2026)
+        result = fuzz(bug, examples=300, max_params=100_000, hypothesis_seed=2026, require="close")
         assert result.verdict == "fail", result.render()
         if layers:
             assert result.failure.config.layers == layers
-    assert fuzz(candidates.correct, examples=200, max_params=100_000, derandomize=True).verdict == "pass"
+    assert fuzz(candidates.correct, examples=200, max_params=100_000, derandomize=True,
+                require="close").verdict == "pass"

@@ -42,7 +42,7 @@ def _fuzz_record() -> dict:
     from gpt2_verify.verify.compare.fuzz import fuzz
 
     result = fuzz(Candidate(function=candidates.residual_scale_from_l3), examples=60, max_params=5_000,
-                  derandomize=True, progress=False)
+                  derandomize=True, progress=False, require="close")
     assert result.failure is not None and result.failure.report is not None
     return result.to_dict()
 

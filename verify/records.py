@@ -377,6 +377,8 @@ class CompareFile(Struct):
     wte_rows: int | None = None
     lm_head: str | None = None
     variant: str | None = None  # llm.c-format files: "llm.c checkpoint (magic ..., version ...)"
+    heads: int | None = None  # null: the file does not say NH (config's heads is then a placeholder)
+    biases: bool = True  # false: a bias=False model, no bias tensors graded
 
 
 @struct
@@ -392,6 +394,7 @@ class CompareAgainst(Struct):
 class CompareLayer(Struct):
     layer: int
     verdict: str
+    key: str | None = None  # the file's key of this layer's tensor
     differing: int = 0
     mismatched: int = 0
     max_abs_diff: float = 0.0
@@ -425,6 +428,7 @@ class CompareTensor(Struct):
     layers: list[CompareLayer] = dataclasses.field(default_factory=list)
     distribution: dict | None = None
     laws: list[dict] = dataclasses.field(default_factory=list)
+    key: str | None = None  # the file's key (per-layer: the pattern with {i})
 
 
 @struct
@@ -435,6 +439,8 @@ class Divergence(Struct):
     candidate: float
     reference: float
     cause: str | None = None
+    key: str | None = None
+    at: str | None = None  # the index as the file indexes it
 
 
 @struct
@@ -442,6 +448,11 @@ class StreamCause(Struct):
     tensor: str
     layer: int | None
     cause: str
+    key: str | None = None
+    model: str | None = None  # the PyTorch init whose call the values sit at
+    stream_seed: int | None = None
+    stream_position: int | None = None
+    drawn_std: float | None = None
 
 
 @struct
@@ -479,6 +490,9 @@ class CompareRecord(Record):
     causes: list[StreamCause]
     scheme: SchemeInfo | None
     diagnosis: str | None
+    require_why: str | None = None  # "given", or why the file gets its default level
+    min_values: int | None = None  # fewest values a law check runs on (fewer: untestable)
+    stream: dict | None = None  # {"seed", "model", "text"}: one PyTorch init explains every slice
 
 
 @struct
@@ -500,8 +514,8 @@ class FuzzRecord(Record):
     version: str = __version__
     verdict: Verdict
     candidate: str
-    require: str
-    profile: str
+    require: str | None  # null: each example's file decided (see resolved)
+    profile: str | None
     examples_run: int
     shrink_runs: int
     max_params: int
@@ -509,6 +523,9 @@ class FuzzRecord(Record):
     scheme: str
     failure: FuzzFailure | None
     note: str | None
+    resolved: str | None = None  # the level the examples were graded at
+    min_values: int | None = None
+    untested: int = 0  # runs too small to test the laws (distribution mode), not graded
 
     def _validate(self) -> None:
         if (self.verdict == "fail") != (self.failure is not None):
@@ -546,6 +563,7 @@ class StatsRecord(Record):
     config: Config
     dtype: str
     tensors: dict[str, TensorDigest]
+    format: str | None = None  # "torch, layout nanogpt": what the file was read as
 
 
 @struct

@@ -70,7 +70,7 @@ def scheme_from_args(args, cfg: GPTConfig):
     from gpt2_verify.reference.schemes import resolve
 
     try:
-        return resolve(args.scheme, cfg, profile=args.profile, overrides=args.overrides)
+        return resolve(args.scheme, cfg, profile=args.profile or "llmc", overrides=args.overrides)
     except ValueError as e:
         raise InputError(None, str(e)) from None
 

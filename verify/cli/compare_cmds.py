@@ -8,6 +8,7 @@ import os
 from gpt2_verify.reference.config import LLMC_VOCAB, ConfigError, GPTConfig, from_descriptor
 from gpt2_verify.reference.normal import PROFILES
 
+from ..compare.grade import MIN_VALUES
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from .common import add_scheme_args, check_seed, emit_json, scheme_from_args
 
@@ -47,7 +48,6 @@ def cmd_compare(args) -> int:
     from ..compare import compare
     from ..formats.model import open_model
 
-    check_seed(args.seed)
     if args.layers is not None and ":" in args.layers:  # --layers A:B: a layer range of --tensor
         args.layers_range, args.layers = args.layers, None
     elif args.layers is not None:
@@ -58,18 +58,23 @@ def cmd_compare(args) -> int:
                                    "(with --tensor)") from None
     if args.layers_range and not args.tensor:
         raise InputError(None, "--layers A:B (a layer range) needs --tensor NAME")
+    check_seed(args.seed)
+    if args.min_values < 3:
+        raise InputError(None, f"--min-values {args.min_values}: give at least 3 "
+                                     "(a law check needs 3 values)")
     if not 0 < args.fpr <= 0.5:
         raise InputError(None, f"--fpr {args.fpr}: use a false-positive rate in (0, 0.5], e.g. 1e-9")
     against = _against(args, args.heads)
-    heads = against.heads if isinstance(against, GPTConfig) else args.heads
-    with open_model(args.file, fmt=args.format, layout=args.layout, heads=heads) as model:
+    # NH from --heads or the file (config.json); a descriptor's NH is not forced on the file, whose
+    # own config may differ (compare then says which fields do)
+    with open_model(args.file, fmt=args.format, layout=args.layout, heads=args.heads) as model:
         cfg = (against if isinstance(against, GPTConfig) else
                model.config if against is None else against.config)
         scheme = scheme_from_args(args, cfg)  # bad --set: one-line error, exit 2
         try:
             report = compare(model, against=against, seed=args.seed, profile=args.profile, scheme=scheme,
-                             fpr=args.fpr, require=args.require, tensor=args.tensor,
-                             layers=_layers(args.layers_range))
+                             fpr=args.fpr, require=args.require, min_values=args.min_values,
+                             tensor=args.tensor, layers=_layers(args.layers_range))
         except ValueError as e:
             if args.tensor is None:
                 raise
@@ -90,25 +95,30 @@ def register(sub) -> None:
                    help="grade against this descriptor's reference init (e.g. d12), or against another "
                         "model file (no regeneration); default: the config inferred from FILE")
     q.add_argument("--layers", help="custom --against config: L; or, with --tensor, a layer range A:B")
+    q.add_argument("--tensor", metavar="NAME", help="grade only this tensor (llm.c name, e.g. fcprojw): its "
+                                                    "reference is generated alone, from its stream position")
+    q.add_argument("--layers-range", metavar="A:B", help=argparse.SUPPRESS)  # --layers A:B lands here
     q.add_argument("--channels", type=int, help="custom --against config: C")
     q.add_argument("--heads", type=int, help="heads NH (custom --against config, or when FILE cannot tell)")
     q.add_argument("--vocab", type=int, help="custom --against config: V (50257)")
     q.add_argument("--max-seq-len", type=int, help="custom --against config: maxT (1024)")
     q.add_argument("--padded-vocab", type=int, help="custom --against config: Vp (V rounded up to 128)")
     q.add_argument("--seed", type=int, default=42, help="the reference's mt19937 seed (42, llm.c's)")
-    q.add_argument("--profile", choices=PROFILES, default="llmc",
-                   help="llmc: llm.c's C init; torch: PyTorch's CPU normal_ (train_gpt2.py)")
+    q.add_argument("--profile", choices=PROFILES,
+                   help="llmc: llm.c's C init; torch: PyTorch's CPU normal_ (train_gpt2.py); default llmc. "
+                        "Giving it claims that profile's stream: --require defaults to close")
     q.add_argument("--format", choices=("llmc", "torch", "safetensors", "npz"),
                    help="override the format detected from the magic and suffix")
     q.add_argument("--layout", choices=("llmc", "nanogpt", "hf"),
                    help="override the layout detected from the tensor names")
     add_scheme_args(q)
-    q.add_argument("--require", choices=("exact", "close", "distribution"), default="close",
-                   help="the verdict needed to exit 0 (default close)")
+    q.add_argument("--require", choices=("exact", "close", "distribution"),
+                   help="the verdict needed to exit 0; default: close for an llm.c checkpoint or with "
+                        "--profile, distribution (right laws, any RNG) for every other file")
+    q.add_argument("--min-values", type=int, default=MIN_VALUES, metavar="N",
+                   help=f"fewest values a law check runs on; a tensor with fewer is untestable "
+                        f"({MIN_VALUES})")
     q.add_argument("--fpr", type=float, default=1e-9,
                    help="false-positive rate of all distribution checks together (1e-9)")
-    q.add_argument("--tensor", metavar="NAME", help="grade only this tensor (llm.c name, e.g. fcprojw): its "
-                                                    "reference is generated alone, from its stream position")
-    q.add_argument("--layers-range", metavar="A:B", help=argparse.SUPPRESS)  # --layers A:B lands here
     q.add_argument("--json", metavar="PATH", help="write the report as JSON ('-': stdout, JSON only)")
     q.set_defaults(func=cmd_compare)

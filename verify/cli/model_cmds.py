@@ -111,33 +111,47 @@ def cmd_checksum(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from gpt2_verify.reference.bf16 import bf16_bits_to_f32
+    from types import SimpleNamespace
+
+    from gpt2_verify.reference.config import parameter_table
 
     from ..digest import digest_stream
-    from ..formats.checkpoint import open_checkpoint
+    from ..formats.model import open_model
 
-    with open_checkpoint(args.file) as ckpt:  # validates the header and size first
-        header = ckpt.header
+    # every format compare reads; chunks of at most 1M values (one layer's piece of a state dict)
+    with open_model(args.file, fmt=args.format, layout=args.layout) as model:
+        cfg = model.config
+        names = [s.name for s in parameter_table(cfg) if s.name in model.sources]
+        shapes = {n: tuple(model.shape(n)) for n in names}
+        total = sum(int(np.prod(shapes[n])) for n in names)
 
-        def pairs():  # (spec, float32 chunk) in file order, 1M values at a time
-            for spec in ckpt.specs:
-                flat = ckpt.flat[spec.offset:spec.offset + spec.numel]
-                for lo in range(0, spec.numel, 1 << 20):
-                    part = flat[lo:lo + (1 << 20)]
-                    yield spec, bf16_bits_to_f32(part) if ckpt.dtype == "bf16" else part
+        def pairs():  # (name and shape, float32 chunk) in llm.c's order
+            for n in names:
+                spec = SimpleNamespace(name=n, shape=shapes[n])
+                for part in model.iter_chunks(n, 1 << 20):
+                    yield spec, part
 
-        with Progress(header.config.num_params_padded, "stats") as bar:
+        with Progress(total, "stats") as bar:
             rows = list(digest_stream(pairs(), bf16=False, progress=bar).tensors.values())
+        keys = {n: (model.sources[n][0] if len(model.sources[n]) == 1 else
+                    model.sources[n][0].replace(".h.0.", ".h.{i}.")) for n in names}
+        header = SimpleNamespace(config=cfg, dtype=model.dtype)
+        llmc = model.layout == "llmc"
+        where = f"{model.format}, layout {model.layout}"
+        heads_unknown = model.heads_assumed
     if args.json:
         from ..records import StatsRecord
 
         emit_json(args.json, StatsRecord.make(file=args.file, config=header.config.as_dict(),
-                                              dtype=header.dtype,
+                                              dtype=header.dtype, format=where,
                                               tensors={d.name: d.as_dict() for d in rows}).to_dict())
         if args.json == "-":  # stdout carries only the JSON
             return EXIT_CHECK_FAILED if any(d.nonfinite for d in rows) else EXIT_OK
-    print(f"{args.file}: {header.config.describe()}, {header.dtype}, "
-          f"{header.config.num_params_padded:,} params")
+    desc = header.config.describe()
+    if heads_unknown:  # no shape says NH: not printed as a fact
+        desc = desc.replace(f"NH={header.config.heads}", "NH=?")
+    print(f"{args.file} ({where}): {desc}, {header.dtype}, "
+          f"{total:,} values")
     print(f"{'tensor':<9} {'shape':<18} {'numel':>12} {'mean':>12} {'std':>11} "
           f"{'min':>11} {'max':>11}")
     bad = 0
@@ -145,7 +159,7 @@ def cmd_stats(args) -> int:
         shape = "x".join(map(str, d.shape))
         print(f"{d.name:<9} {shape:<18} {d.numel:>12,} {d.mean:>12.4e} "
               f"{d.std:>11.4e} {d.min:>11.4e} {d.max:>11.4e}"
-              + (f"  {d.nonfinite} NaN/Inf" if d.nonfinite else ""))
+              + (f"  {d.nonfinite} NaN/Inf" if d.nonfinite else "") + ("" if llmc else f"  {keys[d.name]}"))
         bad += d.nonfinite
     return EXIT_CHECK_FAILED if bad else EXIT_OK
 
@@ -239,8 +253,13 @@ def register(sub) -> None:
                                                   "('-' for stdout)")
     q.set_defaults(func=cmd_checksum)
 
-    q = sub.add_parser("stats", help="per-tensor statistics of an llm.c checkpoint")
-    q.add_argument("file")
+    q = sub.add_parser("stats", help="per-tensor statistics of a model file (any format compare reads)")
+    q.add_argument("file", help="llm.c checkpoint, PyTorch state dict, .safetensors, Hugging Face model "
+                                "directory, or .npz")
+    q.add_argument("--format", choices=("llmc", "torch", "safetensors", "npz"),
+                   help="override the format detected from the magic and suffix")
+    q.add_argument("--layout", choices=("llmc", "nanogpt", "hf"),
+                   help="override the layout detected from the tensor names")
     q.add_argument("--json", metavar="PATH", help="also write them as JSON ('-' for stdout)")
     q.set_defaults(func=cmd_stats)
 

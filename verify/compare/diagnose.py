@@ -18,8 +18,16 @@ position found with where the reference makes that call names the bug:
     shifted by the size of a call  -> a tensor drawn twice or skipped (c_proj re-drawn, ...)
     shifted by (Vp - V) C draws    -> wte drawn over Vp rows instead of V
     after the reference's last draw-> a second initialisation (nanoGPT's tied lm_head, c_proj redraw)
+    where a PyTorch model draws it -> PyTorch code (verify.compare.torchmodel): constructor
+                                      defaults first, then re-initialised; a slice at another of
+                                      the model's calls names the step that went wrong (c_proj
+                                      not re-drawn, a tensor given another's values)
     in another seed's stream       -> another seed
     nowhere                        -> another generator (or values transformed after drawing)
+
+Every common seed's stream (COMMON_SEEDS, the reference seed first) is searched in one pass
+each, STREAM_DEPTH times the model's parameter count deep (PyTorch models draw every tensor
+once at construction and again at init, some a third time), at most MAX_HORIZON words.
 
 Under another init scheme (reference.schemes) the same holds for every normal part: the calls
 are SchemeInit.draws() (llm.c's order generalised), each with its law's std. Uniform and
@@ -45,11 +53,15 @@ from gpt2_verify.reference.normal import PROFILES, advance, draws_needed, normal
 from gpt2_verify.reference.schemes import DEFAULT_SCHEME, Law, SchemeInit, resolve
 
 from ..progress import Progress
+from . import causes as std_causes
+from .names import Names
 from .tolerance import CLOSE_ATOL_STD, STORAGE_ROUNDING, close_bound
+from .torchmodel import LABELS, PHASES, TorchCall, TorchModel
+from .torchmodel import calls as torch_calls
 
 COMMON_SEEDS = (0, 1, 42, 1234, 1337, 3407, 2024, 123, 7, 2**31 - 1)
-OTHER_SEED_HORIZON = 1 << 18  # draws searched at the start of each other seed's stream
-MAX_HORIZON = 1 << 29  # at most this many draws searched in the reference seed's stream
+STREAM_DEPTH = 3  # stream words searched per model parameter, in each seed's stream
+MAX_HORIZON = 1 << 30  # at most this many words searched in one seed's stream
 SWEEP_CHUNK = 1 << 23
 TWO_PI = 2.0 * math.pi
 K = float(1 << 24)
@@ -192,6 +204,31 @@ class Call:
         return self.law.std
 
 
+def _torch_explain(init: SchemeInit, key: Key, loc: Location, models: dict[str, list[TorchCall]],
+                   slice_name) -> str | None:
+    """The slice's values at a call of a modelled PyTorch init: which call, and what it means."""
+    for kind, seq in models.items():
+        hit = next((c for c in seq if c.start == loc.position and c.what == "normal"), None)
+        if hit is None:
+            continue
+        where = (f"{LABELS[kind]} from torch.manual_seed({loc.seed}): stream position {loc.position:,}, "
+                 f"{PHASES[hit.phase]} of {slice_name(*hit.key)}")
+        drawn = f"drawn with std {loc.std:.4g}"
+        if hit.key == key and hit.final:
+            ok = abs(loc.std / hit.std - 1) < 1e-3
+            if ok:
+                return where + " (its final values: constructor defaults drawn first, then re-initialised)"
+            fits = std_causes.fitting(init, key[0], key[1], loc.std, None)
+            return (where + f", {drawn} = {loc.std / hit.std:.3g}x {hit.std:.4g}"
+                    + (": " + "; or ".join(fits) if fits else ""))
+        if hit.key == key:
+            later = [c for c in seq if c.key == key and c.start > hit.start]
+            return (where + f", {drawn}: a later draw of {LABELS[kind]} over this tensor "
+                    f"({', '.join(PHASES[c.phase] for c in later)}) did not happen")
+        return where + f": this tensor holds the values {LABELS[kind]} draws for {slice_name(*hit.key)}"
+    return None
+
+
 def undiagnosable(init: SchemeInit) -> str | None:
     """Why the stream diagnosis cannot trace `init`'s draws, or None when it can (every random
     part normal, at most one per tensor and layer)."""
@@ -236,24 +273,25 @@ class SliceDiagnosis:
     key: Key
     cause: str
     location: Location | None = None
+    model: str | None = None  # the PyTorch init whose call the values sit at, if any
 
     def to_dict(self) -> dict:
-        d = {"tensor": self.key[0], "layer": self.key[1], "cause": self.cause}
+        d = {"tensor": self.key[0], "layer": self.key[1], "cause": self.cause, "model": self.model}
         if self.location is not None:
             d.update(stream_seed=self.location.seed, stream_position=self.location.position,
                      drawn_std=self.location.std)
         return d
 
 
-def _std_note(cfg: GPTConfig, call: Call, std: float, gpt2: bool = True) -> str:
+def _std_note(init: SchemeInit, call: Call, std: float) -> str:
+    """The std read off the radius, against the expected one, with the causes it fits exactly."""
     expected = call.std
     ratio = std / expected
     if abs(ratio - 1) < 1e-3:
         return ""
     note = f"drawn with std {std:.4g} = {ratio:.3g}x expected {expected:.4g}"
-    if gpt2 and cfg.layers > 1 and abs(ratio / math.sqrt(2 * cfg.layers) - 1) < 1e-2:
-        note += ": residual scaling 1/sqrt(2L) missing"
-    return note
+    fits = std_causes.fitting(init, call.key[0], call.key[1], std, None)
+    return note + (": " + "; or ".join(fits) if fits else "")
 
 
 def _shift_note(delta: int, calls: list[Call], cfg: GPTConfig) -> str:
@@ -274,15 +312,23 @@ def _shift_note(delta: int, calls: list[Call], cfg: GPTConfig) -> str:
 
 def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.ndarray],
              bad: list[Key], dtype: str, candidate_slice: Callable[[Key], np.ndarray],
-             progress: bool | None = None, init: SchemeInit | None = None) -> list[SliceDiagnosis]:
+             progress: bool | None = None, init: SchemeInit | None = None, names: Names | None = None,
+             torch_model: TorchModel | None = None, wte_rows: int | None = None) -> list[SliceDiagnosis]:
     """Causes for the slices in `bad` (not exact/close), in draw order.
 
     heads: key -> the candidate's first 16 values of every slice (of its random part);
     candidate_slice(key) -> all values of one slice's random part (used for the transposed-draw
     and n < 16 checks, small slices only). init: the resolved scheme (default gpt2); it must
-    pass undiagnosable().
+    pass undiagnosable(). names: how the file names tensors; torch_model: the PyTorch inits
+    the file may come from (default: nanoGPT's and Hugging Face's, tied, with biases);
+    wte_rows: wte's rows in the file (default V).
     """
     init = resolve(DEFAULT_SCHEME, cfg, profile=profile) if init is None else init
+    names = names or Names()
+    label = names.slice
+    torch_model = torch_model or TorchModel()
+    models = {k: torch_calls(k, cfg, wte_rows or cfg.vocab, biases=torch_model.biases, tied=torch_model.tied)
+              for k in torch_model.kinds} if init.scheme.name == DEFAULT_SCHEME else {}
     why_not = undiagnosable(init)
     if why_not:
         raise ValueError(why_not)
@@ -309,10 +355,10 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
             if got.shape == want.shape and np.all(np.abs(got.astype(np.float64) - want) <= bound):
                 rule = ("PyTorch's (spare normal kept for the next call)" if other_profile == "torch"
                         else "llm.c's (spare normal discarded)")
-                out.append(SliceDiagnosis(key, f"{slice_label(*key)} has {call.count} values (< 16): "
+                out.append(SliceDiagnosis(key, f"{label(*key)} has {call.count} values (< 16): "
                                                f"it follows {rule} small-tensor rule, not {profile}'s"))
             else:
-                out.append(SliceDiagnosis(key, f"{slice_label(*key)} has {call.count} values (< 16, "
+                out.append(SliceDiagnosis(key, f"{label(*key)} has {call.count} values (< 16, "
                                                f"the two-uniforms path): values not from the reference "
                                                f"stream"))
             continue
@@ -320,16 +366,17 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
         spec = call.spec
         how = _transposed(cfg, key, spec, call, heads.get(key), plan, profile, dtype)
         if how:
-            out.append(SliceDiagnosis(key, f"{slice_label(*key)} is the reference's draw transposed: {how}"))
+            out.append(SliceDiagnosis(key, f"{label(*key)} is the reference's draw transposed: {how}"))
             continue
         h = _head(key, heads.get(key, np.empty(0)), dtype)
         if h is None:
-            out.append(SliceDiagnosis(key, f"{slice_label(*key)}: too few finite values to trace"))
+            out.append(SliceDiagnosis(key, f"{label(*key)}: too few finite values to trace"))
             continue
         search.append(h)
         pending.append(key)
     if search:
-        horizon = min(max(2 * end, end + (1 << 20)), MAX_HORIZON)
+        depth = STREAM_DEPTH * (sum(s.numel for s in parameter_table(cfg)) + cfg.vocab * cfg.channels)
+        horizon = min(max(depth, 2 * end, end + (1 << 20)), MAX_HORIZON)
         # first the places a bug usually puts a call: where the reference makes some call, or
         # right after its last draw; the whole stream is swept only for what is left
         starts = {c.start: plan.stream_at(*c.key, c.part) for c in calls}
@@ -344,22 +391,14 @@ def diagnose(cfg: GPTConfig, *, seed: int, profile: str, heads: dict[Key, np.nda
                 if loc is not None:
                     found[h.key] = loc
                     break
-        rest = [h for h in search if h.key not in found]
-        if rest:
-            found.update(locate(rest, seed, horizon, progress=progress))
         missing = [h for h in search if h.key not in found]
-        for s in COMMON_SEEDS:  # a first call near the start of another seed's stream ...
-            if not missing or s == seed:
-                continue
-            more = locate(missing, s, OTHER_SEED_HORIZON, progress=progress)
-            if more:  # ... then the rest of that stream too
-                rest = [h for h in missing if h.key not in more]
-                more.update(locate(rest, s, horizon, progress=progress))
-            found.update(more)
-            missing = [h for h in missing if h.key not in found]
+        for s in dict.fromkeys((seed, *COMMON_SEEDS)):  # one pass over each seed's stream
+            if missing:
+                found.update(locate(missing, s, horizon, progress=progress))
+                missing = [h for h in missing if h.key not in found]
         for key in pending:
-            out.append(_explain(cfg, key, found.get(key), by_key, by_start, end, calls, seed, horizon,
-                                gpt2))
+            out.append(_explain(init, key, found.get(key), by_key, by_start, end, calls, seed, horizon,
+                                gpt2, label, models))
     order = {c.key: i for i, c in enumerate(calls)}
     out.sort(key=lambda d: order[d.key])
     return out
@@ -391,23 +430,30 @@ def _slice_of(tensor: np.ndarray, cfg: GPTConfig, call: Call) -> np.ndarray:
     return flat[call.offset:call.offset + call.count].astype(np.float64)
 
 
-def _explain(cfg, key, loc, by_key, by_start, end, calls, seed, horizon, gpt2=True) -> SliceDiagnosis:
-    label = slice_label(*key)
+def _explain(init, key, loc, by_key, by_start, end, calls, seed, horizon, gpt2, slice_name,
+             models) -> SliceDiagnosis:
+    label = slice_name(*key)
     if loc is None:
-        return SliceDiagnosis(key, f"{label}: values not found in the first {horizon:,} draws of "
-                                   f"mt19937 seed {seed} nor at the start of {len(COMMON_SEEDS) - 1} "
-                                   f"other common seeds: another generator, or the values were "
+        seeds = ", ".join(str(s) for s in dict.fromkeys((seed, *COMMON_SEEDS)))
+        return SliceDiagnosis(key, f"{label}: values not found in the first {horizon:,} words of the "
+                                   f"mt19937 stream (torch.manual_seed, llm.c's manual_seed) of any of "
+                                   f"the seeds {seeds}: another generator or seed, or the values were "
                                    f"transformed after drawing")
-    note = _std_note(cfg, by_key[key], loc.std, gpt2)
+    torch_text = _torch_explain(init, key, loc, models, slice_name)
+    if torch_text is not None:
+        return SliceDiagnosis(key, f"{label}: {torch_text}", loc, torch_text.split(" from ", 1)[0])
+    note = _std_note(init, by_key[key], loc.std)
     if loc.seed != seed:
         text = f"{label} comes from mt19937 seed {loc.seed}'s stream, not seed {seed}'s"
+        if loc.position:
+            text += f" (stream position {loc.position:,}, where no modelled init draws it)"
     elif loc.position == by_key[key].start:
         text = f"{label} is drawn from the right stream position"
         if not note:
             text += " with the right std, but later values differ (block or tail handling)"
     elif loc.position in by_start:
         other = by_start[loc.position].key
-        text = f"{label} holds the values the reference draws for {slice_label(*other)}"
+        text = f"{label} holds the values the reference draws for {slice_name(*other)}"
         if other[0] == key[0] and other[1] != key[1]:
             text += ": layers swapped or shifted"
         else:
@@ -418,7 +464,7 @@ def _explain(cfg, key, loc, by_key, by_start, end, calls, seed, horizon, gpt2=Tr
                 f"after the first pass (e.g. a tied lm_head drawn after wte, or c_proj re-drawn)")
     else:
         delta = loc.position - by_key[key].start
-        text = f"{label}: {_shift_note(delta, calls, cfg)}"
+        text = f"{label}: {_shift_note(delta, calls, init.cfg)}"
     if note:
         text += "; " + note
     return SliceDiagnosis(key, text, loc)

@@ -10,7 +10,13 @@ JSON (schema "gpt2-verify/fuzz/1"):
     schema, tool, version
     verdict        "pass" | "fail"
     candidate      how the candidate was given (command template, adapter or callable)
-    require, profile, max_params
+    require        the level every example must reach; null: each example's file decides
+                   (verify.compare.report.default_require: close for an llm.c checkpoint,
+                   distribution for anything else), "resolved" says what it decided
+    resolved       the level the examples were graded at (the first example's, when not given)
+    min_values     the fewest values a law check runs on: in distribution mode no example (so
+                   no shrunk failure) has a random tensor with fewer (it would be untestable)
+    profile, max_params
     scheme         the init scheme every example is graded against, with its overrides (its label,
                    e.g. "xavier-uniform" or "gpt2[wpe.std=0.01]")
     hypothesis_seed  the --hypothesis-seed that repeats this run, or null (fresh examples)
@@ -32,9 +38,9 @@ import sys
 from typing import Callable
 
 import hypothesis
-from gpt2_verify.reference.config import GPTConfig
-from gpt2_verify.reference.schemes import DEFAULT_SCHEME, resolve
-from hypothesis import HealthCheck, Phase, given, settings
+from gpt2_verify.reference.config import GPTConfig, parameter_table
+from gpt2_verify.reference.schemes import DEFAULT_SCHEME, SchemeInit, resolve
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Flaky
 from hypothesis.strategies import SearchStrategy
 
@@ -42,6 +48,8 @@ from ..records import FuzzRecord
 from ..strategies import gpt2_configs, seeds
 from .candidate import Candidate, as_candidate, run_candidate
 from .compare import compare
+from .grade import MIN_VALUES
+from .regions import law_group_sizes
 from .report import check_require
 
 SCHEMA = FuzzRecord.SCHEMA
@@ -79,6 +87,9 @@ class FuzzResult:
     shrink_runs: int = 0
     hypothesis_seed: int | None = None
     scheme: str = DEFAULT_SCHEME  # the scheme's label (with overrides)
+    resolved: str | None = None  # the level examples were graded at
+    min_values: int = MIN_VALUES
+    untested: int = 0  # runs whose config turned out too small to test (distribution mode), not graded
 
     @property
     def verdict(self) -> str:
@@ -90,15 +101,19 @@ class FuzzResult:
                                profile=self.profile, examples_run=self.examples_run,
                                shrink_runs=self.shrink_runs, max_params=self.max_params,
                                hypothesis_seed=self.hypothesis_seed, scheme=self.scheme,
-                               failure=self.failure.to_dict() if self.failure else None, note=self.note)
+                               failure=self.failure.to_dict() if self.failure else None, note=self.note,
+                               resolved=self.resolved, min_values=self.min_values, untested=self.untested)
 
     def to_dict(self) -> dict:
         return self.to_record().to_dict()
 
     def render(self) -> str:
         if not self.failure:
-            return (f"fuzz: pass: {self.examples_run} examples, every one at least {self.require} "
-                    f"({self.candidate}, profile {self.profile}, scheme {self.scheme})")
+            level = self.resolved or self.require or "its file's default level"
+            skipped = (f" ({self.untested} more run too small to test the laws, not graded)"
+                       if self.untested else "")
+            return (f"fuzz: pass: {self.examples_run - self.untested} examples, every one at least {level} "
+                    f"({self.candidate}, profile {self.profile or 'llmc'}, scheme {self.scheme}){skipped}")
         f = self.failure
         found = self.examples_run - self.shrink_runs
         lines = [f"fuzz: FAIL at example {found}, shrunk in {self.shrink_runs} more runs ({self.candidate}, "
@@ -119,10 +134,11 @@ class FuzzResult:
 
 
 def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_params: int = 200_000,
-         require: str = "close", profile: str = "llmc", timeout: float | None = None,
+         require: str | None = None, profile: str | None = None, timeout: float | None = None,
          seed_strategy: SearchStrategy[int] | None = None, config_kwargs: dict | None = None,
          derandomize: bool = False, hypothesis_seed: int | None = None,
-         progress: bool | None = None, scheme: str = DEFAULT_SCHEME, overrides=()) -> FuzzResult:
+         progress: bool | None = None, scheme: str = DEFAULT_SCHEME, overrides=(),
+         min_values: int = MIN_VALUES) -> FuzzResult:
     """Run the property "candidate(config, seed) grades at least `require`" over Hypothesis-drawn
     configs and seeds; return the minimal failing example, if any.
 
@@ -136,32 +152,51 @@ def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_param
     the candidate implements (reference.schemes.SCHEMES, e.g. "xavier-uniform") and `--set`
     overrides; each example is graded with compare(..., scheme=, overrides=). A bad scheme or
     override raises SchemeError before the candidate runs.
+
+    require None: each example's file picks its level (close for an llm.c checkpoint or with
+    `profile` given, else distribution). In distribution mode, configs with a random tensor of
+    fewer than `min_values` values are not run (Hypothesis rejects them), so a failure never
+    shrinks into a config whose law cannot be tested; the first example decides the mode when
+    `require` is None.
     """
-    check_require(require)
+    if require is not None:
+        check_require(require)
+    if not isinstance(min_values, int) or min_values < 3:
+        raise ValueError(f"min_values={min_values!r}: give an integer >= 3")
     overrides = tuple(overrides)
     try:
-        label = resolve(scheme, _PROBE, profile=profile, overrides=overrides).label
+        label = resolve(scheme, _PROBE, profile=profile or "llmc", overrides=overrides).label
     except ValueError as e:
         raise SchemeError(str(e)) from None
+    config_kwargs = dict(config_kwargs or {})
+    if require == "distribution":  # draw mostly testable configs: every normal_ call that large
+        config_kwargs.setdefault("min_draw", min_values)
     candidate = as_candidate(candidate, timeout=timeout)
     show = sys.stderr.isatty() if progress is None else progress
-    state = {"runs": 0, "found_at": 0, "last": None}
+    state = {"runs": 0, "found_at": 0, "last": None, "mode": require, "untested": 0}
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
               print_blob=False, report_multiple_bugs=False,
               phases=(Phase.explicit, Phase.generate, Phase.shrink),
               suppress_health_check=list(HealthCheck))
-    @given(cfg=gpt2_configs(max_params=max_params, **(config_kwargs or {})),
+    @given(cfg=gpt2_configs(max_params=max_params, **config_kwargs),
            seed=seeds() if seed_strategy is None else seed_strategy)
     def prop(cfg: GPTConfig, seed: int) -> None:
+        testable = _testable(resolve(scheme, cfg, profile=profile or "llmc", overrides=overrides), min_values)
+        if state["mode"] == "distribution":
+            assume(testable)
         state["runs"] += 1
         res = run_candidate(candidate, cfg, seed)
         if res.error:
             failure = Failure(cfg, seed, res.command, res.error, res.output_tail, None)
         else:
             report = compare(res.model, against=cfg, seed=seed, profile=profile, require=require,
-                             scheme=scheme, overrides=overrides,
+                             scheme=scheme, overrides=overrides, min_values=min_values,
                              progress=False)  # one progress line per example instead
+            state["mode"] = state["mode"] or report.require
+            if report.require == "distribution" and not testable:
+                state["untested"] += 1
+                assume(False)
             if report.passed():
                 _say(show, state["runs"], cfg, seed, report.verdict)
                 return
@@ -187,7 +222,14 @@ def fuzz(candidate: Candidate | Callable | str, *, examples: int = 50, max_param
             print(file=sys.stderr, flush=True)  # end the progress line
     shrink_runs = state["runs"] - state["found_at"] if failed else 0
     return FuzzResult(candidate.describe(), require, profile, max_params, state["runs"],
-                      state["last"] if failed else None, note, shrink_runs, hypothesis_seed, label)
+                      state["last"] if failed else None, note, shrink_runs, hypothesis_seed, label,
+                      state["mode"], min_values, state["untested"])
+
+
+def _testable(init: SchemeInit, min_values: int) -> bool:
+    """Does every random law of every tensor get at least min_values values under this config?"""
+    return all(n >= min_values for spec in parameter_table(init.cfg)
+               for n in law_group_sizes(init, spec).values())
 
 
 def _say(show: bool, n: int, cfg: GPTConfig, seed: int, verdict: str) -> None:

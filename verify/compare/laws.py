@@ -75,17 +75,17 @@ def random_law(init: SchemeInit, name: str, layer: int | None) -> Law | None:
     return next((p.law for p in init.parts(name, layer) if p.law.random), None)
 
 
-def matching_schemes(init: SchemeInit, name: str, layer: int | None, sd: float,
+def matching_schemes(init: SchemeInit, name: str, layer: int | None, sd: float | None,
                      *, rel: float = 0.05) -> list[tuple[str, Law]]:
-    """Other built-in schemes whose law for (name, layer) has a std within `rel` of `sd`:
-    what an observed std points to (e.g. a gpt2 file graded against xavier-normal)."""
+    """Other built-in schemes whose law for (name, layer) has a std within `rel` of `sd` (None:
+    every other law): what an observed std may point to (verify.compare.causes tests them)."""
     mine = random_law(init, name, layer)
     out = []
     for other in _all_schemes(init.cfg, init.profile):
         if other.scheme.name == init.scheme.name and not init.overrides:
             continue
         law = random_law(other, name, layer)
-        if law is None or law == mine or not abs(sd / law.sd - 1) < rel:
+        if law is None or law == mine or (sd is not None and not abs(sd / law.sd - 1) < rel):
             continue
         if any(law.describe() == seen.describe() for _s, seen in out):
             continue  # the same law under another name (mup equals gpt2 at C = base_width)

@@ -42,6 +42,9 @@ STATE_DICT_KEYS = {
     "lnfb": ("transformer.ln_f.bias", False),
 }
 LM_HEAD_KEY = "lm_head.weight"
+# the tensors a model built without biases lacks (nanoGPT's GPTConfig(bias=False): every Linear
+# and LayerNorm bias)
+BIASES = ("ln1b", "qkvb", "attprojb", "ln2b", "fcb", "fcprojb", "lnfb")
 LAYOUTS = ("llmc", "nanogpt", "hf")
 
 

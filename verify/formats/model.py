@@ -55,6 +55,7 @@ class ModelFile:
     unusable: dict[str, str]  # llm.c name -> why it cannot be graded value by value
     _backend: Any = dataclasses.field(repr=False, default=None)
     variant: str = ""  # llm.c checkpoints: whose header was read (CheckpointHeader.describe)
+    biases: bool = True  # False: a model without bias tensors (nanoGPT's bias=False)
 
     def tensor(self, name: str) -> np.ndarray:
         """float32, llm.c orientation, all layers stacked (wte: (wte_rows, C))."""
@@ -173,7 +174,7 @@ def model_from_mapping(mapping: Mapping[str, Any], *, source: str = "<mapping>",
         lm_head = "tied"
     return ModelFile(source, fmt, m.layout, m.config, dtype, dtypes, m.heads_assumed, rows, m.sources(),
                      m.missing, m.extra, lm_head, m.shape_problems, m.unusable,
-                     _MappedBackend(m, dtypes))
+                     _MappedBackend(m, dtypes), biases=m.biases)
 
 
 # ---- detection and dispatch -------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 from gpt2_verify.reference.config import PER_LAYER_TENSORS, GPTConfig, parameter_table
 
 from ..errors import InputError
-from .layouts import LM_HEAD_KEY, STATE_DICT_KEYS, state_dict_key, transposed_in
+from .layouts import BIASES, LM_HEAD_KEY, STATE_DICT_KEYS, state_dict_key, transposed_in
 
 PREFIXES = ("_orig_mod.", "module.")
 WRAPPERS = ("model", "state_dict", "model_state_dict", "module")
@@ -106,6 +106,7 @@ class Mapped:
         self._transposed: set[tuple[str, int]] = set()  # (name, layer) stored the other way round
         self.lm_head = "absent"
         self._lm_head: Any = None
+        self.biases = True  # False: not one bias key (nanoGPT's bias=False), none expected
         if self.layout == "llmc":
             self._map_llmc(keys)
         else:
@@ -172,7 +173,12 @@ class Mapped:
             raise InputError(self.source, f"layer index gap: keys for transformer.h.{{i}} go up to layer "
                                           f"{L - 1} but layer(s) {', '.join(map(str, gap[:8]))} have none")
         used = set()
+        bias_keys = [state_dict_key(n, i) if "{i}" in STATE_DICT_KEYS[n][0] else state_dict_key(n)
+                     for n in BIASES for i in range(max(L, 1))]
+        self.biases = any(k in keys for k in bias_keys)
         for name, (template, _) in STATE_DICT_KEYS.items():
+            if name in BIASES and not self.biases:
+                continue
             wanted = [state_dict_key(name, i) for i in range(L)] if "{i}" in template else [template]
             found = [(k, keys[k]) for k in wanted if k in keys]
             self.missing += [k for k in wanted if k not in keys]

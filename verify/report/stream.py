@@ -21,13 +21,14 @@ fits every part; the expected density is then the count-weighted mixture.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 
 import numpy as np
 from gpt2_verify.reference.config import GPTConfig, parameter_table
 from gpt2_verify.reference.special import invert_cdf
+
+from ..compare.regions import split_spans
 
 BINS = 120
 NORMAL_HALF_WIDTH = 6.0  # in expected std: P(|z| > 6) = 2e-9, so over/underflow means a wrong law
@@ -331,52 +332,51 @@ def scan_model(
     out = {}
     for spec in parameter_table(cfg):
         stats, segments = _plan(cfg, spec, init, spec.name in rowcol)
-        starts = [s.start for s in segments]
         k = spec.shape[-1]
         # a file whose wte holds V rows (a state dict) lacks the padded rows: its table is shorter
         numel = int(np.prod(model.shape(spec.name)))
-        offset = 0
+        segments = [s for s in segments if s.start < min(s.end, numel)]
         kwargs = {} if chunk is None else {"chunk": chunk}
         grader = None if graders is None else graders[spec.name]
-        for values in model.iter_chunks(spec.name, **kwargs):
-            a, b = offset, offset + values.size
-            offset = b
-            if grader is not None:
-                grader.feed(a, values)
-            i = max(bisect.bisect_right(starts, a) - 1, 0)
-            while i < len(segments) and segments[i].start < b:
-                seg = segments[i]
-                i += 1
-                lo, hi = max(a, seg.start), min(b, seg.end, numel)
-                if hi <= lo:
-                    continue
-                sub = values[lo - a : hi - a]
-                x64 = sub.astype(np.float64)
-                finite = np.isfinite(x64)
-                bad = int(x64.size - np.count_nonzero(finite))
-                stats.nonfinite += bad
-                if seg.constant is not None:
-                    c = seg.constant
-                    c.n += x64.size
-                    c.nonfinite += bad
-                    diff = x64 != np.float64(np.float32(c.value))
-                    nd = int(np.count_nonzero(diff))
-                    if nd:
-                        c.differing += nd
-                        if c.first_index is None:
-                            c.first_index = lo + int(np.argmax(diff))
-                        d = np.abs(x64[finite] - c.value)
-                        if d.size:
-                            c.max_abs_diff = max(c.max_abs_diff, float(d.max()))
-                    continue
-                scale = seg.law.sd if stats.standardized else 1.0
-                stats.hist.add(x64 / scale if scale != 1.0 else x64)
-                m = stats.layers.setdefault(seg.layer, Moments())
-                m.add(x64[finite] if bad else x64, seg.law.sd**2)
-                if stats.rowcol is not None:
-                    _feed_rowcol(stats.rowcol, lo, x64, k)
-            if progress is not None:
-                progress.update(values.size)
+
+        def chunks(name=spec.name, kwargs=kwargs, grader=grader):
+            offset = 0
+            for values in model.iter_chunks(name, **kwargs):
+                if grader is not None:
+                    grader.feed(offset, values)
+                offset += values.size
+                if progress is not None:
+                    progress.update(values.size)
+                yield values
+
+        # the one chunk splitter (verify.compare.regions.split_spans), at the parts' boundaries;
+        # every chunk is pulled (the grader sees the whole tensor), values outside the parts skipped
+        for i, lo, sub in split_spans(chunks(), [(s.start, min(s.end, numel)) for s in segments], drain=True):
+            seg = segments[i]
+            x64 = sub.astype(np.float64)
+            finite = np.isfinite(x64)
+            bad = int(x64.size - np.count_nonzero(finite))
+            stats.nonfinite += bad
+            if seg.constant is not None:
+                c = seg.constant
+                c.n += x64.size
+                c.nonfinite += bad
+                diff = x64 != np.float64(np.float32(c.value))
+                nd = int(np.count_nonzero(diff))
+                if nd:
+                    c.differing += nd
+                    if c.first_index is None:
+                        c.first_index = lo + int(np.argmax(diff))
+                    d = np.abs(x64[finite] - c.value)
+                    if d.size:
+                        c.max_abs_diff = max(c.max_abs_diff, float(d.max()))
+                continue
+            scale = seg.law.sd if stats.standardized else 1.0
+            stats.hist.add(x64 / scale if scale != 1.0 else x64)
+            m = stats.layers.setdefault(seg.layer, Moments())
+            m.add(x64[finite] if bad else x64, seg.law.sd**2)
+            if stats.rowcol is not None:
+                _feed_rowcol(stats.rowcol, lo, x64, k)
         if grader is not None:
             grader.grade()  # now, while this tensor is the one in memory: frees its law checks' buffers
         out[spec.name] = stats
