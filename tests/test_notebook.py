@@ -28,3 +28,5 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
     assert len(figures) >= 4  # stream growth, the draw map, llmc vs torch, the ablation's curves
     text = "".join(o.get("text", "") for o in outputs)
     assert "bit-identical: True" in text and "4123659995 (the C++ standard" in text
+    # `module`: the tanh-GELU model passes, the nn.GELU() one fails with its cause named
+    assert "verdict: PASS" in text and "exact-erf GELU" in text and "(exit 1)" in text
