@@ -93,8 +93,10 @@ def samples(tmp_path_factory) -> dict[str, Path]:
     cli("bench", "--layers", "1", "--channels", "16", "--heads", "2", "--vocab", "64", "--max-seq-len", "8",
         "--batch", "1", "--seq", "8", "--repeats", "1", "--warmup", "0", "--device", "cpu",
         "--json", d / "bench.json")
+    # the one `module` run of this file: llm.c's train_gpt2.py GPT on the default config (~2 s)
+    cli("module", ROOT / "tests" / "module_peers.py:llmc_gpt", "--json", d / "module.json")
     files = [d / f"{k}.json" for k in ("checksum", "stats", "params", "compare", "gradflow", "fuzz", "llmc",
-                                       "bench")]
+                                       "bench", "module")]
     files += [abl / "summary.json", abl / "ablation.json", next((abl / "runs").iterdir())]
     for f in files:
         out[json.loads(f.read_text())["schema"]] = f
@@ -131,6 +133,16 @@ def test_typed_fields_hold_what_the_producer_wrote(samples):
     assert fz.failure.config.layers >= 3  # the bug starts at L = 3
     gf = R.read(samples[R.GradflowRecord.SCHEMA])
     assert gf.tokens.origin == "random_tokens" and gf.to_dict()["tokens"]["from"] == "random_tokens"
+    mod = R.read(samples[R.ModuleRecord.SCHEMA])
+    raw = json.loads(samples[R.ModuleRecord.SCHEMA].read_text())
+    assert mod.verdict == "pass" and mod.cause is None
+    assert mod.config.gpt() == GPTConfig.from_dict(raw["config"])
+    # logits, loss, one gradient per llm.c tensor, then one loss per training step
+    assert [c.quantity for c in mod.checks][:2] == ["logits", "loss"] and len(mod.checks) == 2 + 16
+    assert [c.quantity for c in mod.steps.checks] == [f"step {i} loss" for i in range(3)]
+    for c, rc in zip(mod.all_checks(), raw["checks"] + raw["steps"]["checks"]):
+        assert c.used_percent == pytest.approx(100 * rc["error"] / rc["limit"]) and c.passed
+        assert c.message.startswith("Mismatched elements: 0 / ")
 
 
 def _broken(obj: dict) -> list[tuple[str, dict]]:
@@ -231,7 +243,7 @@ def test_report_renders_every_record_type(samples, tmp_path):
     result = build_report(inputs, output=tmp_path / "r.html")
     kinds = {k for k, _p in result.sections}
     assert kinds == {"checksum", "stats", "compare", "fuzz", "gradflow", "llmc", "ablation", "ablate-run",
-                     "bench"}
+                     "bench", "module"}
     html = result.html
     for kind in kinds:
         assert f'id="sec-{kind}-' in html, kind
@@ -242,6 +254,50 @@ def test_report_renders_every_record_type(samples, tmp_path):
     for schema in (R.ParamsRecord.SCHEMA, R.AblateSettings.SCHEMA):
         with pytest.raises(InputError, match="this reads"):
             build_report([samples[schema]], output=tmp_path / "x.html")
+
+
+def _failing_module(path: Path) -> dict:
+    """The real module record with its dfcprojw gradient check made to fail by 3x its limit,
+    as the module command writes a mismatch (verdict, passed and message consistent)."""
+    obj = json.loads(path.read_text())
+    c = next(c for c in obj["checks"] if c["quantity"] == "dfcprojw")
+    c.update(error=3 * c["limit"], used_percent=300.0, passed=False, mismatched=7,
+             message="Mismatched elements: 7 / 4096 (0.2%), greatest absolute difference 1e-3 at (1, 2)")
+    obj["verdict"] = "fail"
+    obj["cause"] = {"variants": ["gelu-erf"], "matches": True, "score": 0.5, "baseline": 3.0,
+                    "text": "matches GPT-2 with exact-erf GELU"}
+    return obj
+
+
+def test_module_record_verdict_must_follow_its_checks(samples, tmp_path, capsys):
+    bad = _failing_module(samples[R.ModuleRecord.SCHEMA])
+    bad["verdict"] = "pass"  # one check failed: the verdict lies
+    path = tmp_path / "module.json"
+    path.write_text(json.dumps(bad))
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "field 'verdict'" in err, err
+    assert not (tmp_path / "r.html").exists()
+    bad = json.loads(samples[R.ModuleRecord.SCHEMA].read_text())
+    bad["checks"][0]["passed"] = False  # error within the limit
+    with pytest.raises(InputError, match=re.escape("field 'checks[0].passed'")):
+        R.parse(bad, "m.json")
+
+
+def test_report_marks_a_failing_module_check_by_text(samples, tmp_path):
+    pytest.importorskip("matplotlib")
+    from gpt2_verify.verify.report import build_report
+
+    good = build_report([samples[R.ModuleRecord.SCHEMA]], output=tmp_path / "good.html").html
+    assert "\u2713 PASS: all 21 checks within cpu-fp32" in good and "\u2717" not in good
+    path = tmp_path / "failing.json"
+    path.write_text(json.dumps(_failing_module(samples[R.ModuleRecord.SCHEMA])))
+    html = build_report([path], output=tmp_path / "bad.html").html
+    assert "\u2717 FAIL: 1 of 21 checks failed" in html
+    assert html.count("\u2717 FAIL</span>") == 1 and "Mismatched elements: 7 / 4096" in html
+    assert "<b>Cause</b>: matches GPT-2 with exact-erf GELU" in html
+    # the verdict comes before the checks table
+    assert html.index("\u2717 FAIL: 1 of 21") < html.index("<th>quantity</th>")
 
 
 def test_a_bug_in_a_section_is_a_traceback(samples, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ Record types (the `schema` string is written first in every record):
     gpt2-verify/params/1          ParamsRecord     `params --json`
     gpt2-verify/gradflow/1        GradflowRecord   `gradflow --json`
     gpt2-verify/llmc/3            LlmcRecord       `llmc --json`
+    gpt2-verify/module/1          ModuleRecord     `module --json`
     gpt2-verify/ablate/1          AblateSummary    `ablate`'s DIR/summary.json and `--json`
     gpt2-verify/ablate-run/1      AblateRun        `ablate`'s DIR/runs/*.json
     gpt2-verify/ablate-settings/1 AblateSettings   `ablate`'s DIR/ablation.json
@@ -758,6 +759,105 @@ class LlmcRecord(Record):
     builds_compared: list[str] = dataclasses.field(default_factory=list)
     # CUDA binaries' derived limits by program ("test", "train", "fp32cu"), when any ran
     cuda_tolerances: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+
+# ---- a PyTorch module judged against the reference ----------------------------------------------
+
+
+@struct
+class ModuleCheck(Struct):
+    """One quantity of `module` (verify.torchmodule.compare.Check): normwise error
+    max|module - reference| / scale against its limit; null error, used_percent and max_abs mean
+    the module gave a NaN or Inf."""
+
+    quantity: str  # "logits", "loss", "dwte" ... , "step 2 loss"
+    error: float | None
+    limit: Finite
+    used_percent: float | None  # error / limit * 100
+    passed: bool
+    numel: int
+    mismatched: int
+    max_abs: float | None
+    worst_index: list[int] | None
+    allowed_abs: float
+    message: str | None = None  # torch.testing's style: "Mismatched elements: ..." (added in module/1)
+
+    def _validate(self) -> None:
+        if self.passed != (self.error is not None and self.error <= self.limit):
+            raise RecordError("passed", f"is {self.passed} but error {self.error} vs limit {self.limit} "
+                                        f"says {not self.passed}")
+
+
+@struct
+class ModuleTolerance(Struct):
+    """The (device, precision) table the checks used (verify.torchmodule.tolerances.Tolerance)."""
+
+    device: str
+    precision: str
+    key: str  # "cpu-fp32"
+    derived: bool  # true: derived from another table, not measured on this device
+    limits: dict[str, Finite]  # logits, loss, grads, steps
+    measured: dict[str, float] | None
+    bounds: dict[str, dict]  # per quantity: the tolerance with its source (kept as JSON)
+
+
+@struct
+class ModuleTokens(Struct):
+    batch: int
+    seq: int
+    seed: int
+
+
+@struct
+class ModuleSteps(Struct):
+    optimizer: dict | None  # the AdamW settings (verify.numerics.adamw), null with --steps 0
+    losses: list[float | None]  # the module's loss before each step (null: not finite)
+    reference: list[float | None]
+    checks: list[ModuleCheck]
+
+
+@struct
+class ModuleCause(Struct):
+    """The known variants (verify.torchmodule.variants) the failing module matches best."""
+
+    variants: list[str]
+    matches: bool  # every quantity within tolerance of the reference run as those variants
+    score: float | None  # worst error / tolerance against them (null: not finite)
+    baseline: float | None  # the same against GPT-2 itself
+    text: str
+
+
+@struct
+class ModuleRecord(Record):
+    SCHEMA = "gpt2-verify/module/1"
+    KIND = "module"
+    WRITER = "gpt2-verify module SPEC ... --json PATH"
+    verdict: Verdict
+    source: str  # SPEC
+    config: Config
+    device: str
+    precision: str
+    tolerance: ModuleTolerance
+    layout: str  # how parameters were mapped: "llmc-py", "hf"
+    convention: Literal["idx-targets", "hf", "adapter"]
+    tied: bool
+    absent: list[str]  # llm.c tensors the module lacks (held at 0)
+    vocab_rows: int
+    tokens: ModuleTokens
+    checks: list[ModuleCheck]
+    steps: ModuleSteps
+    findings: list[str]  # structural failures the numbers do not show
+    cause: ModuleCause | None
+    margins: dict[str, float | None] | None  # variant -> tolerances it moves the reference
+
+    def all_checks(self) -> list[ModuleCheck]:
+        return self.checks + self.steps.checks
+
+    def _validate(self) -> None:
+        passed = not self.findings and all(c.passed for c in self.all_checks())
+        if self.verdict != ("pass" if passed else "fail"):
+            raise RecordError("verdict", f"is {self.verdict!r} but the checks and findings say "
+                                         f"{'pass' if passed else 'fail'!r}")
 
 
 # ---- ablations ----------------------------------------------------------------------------------------

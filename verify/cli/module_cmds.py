@@ -9,17 +9,9 @@ config a dict with keys layers, channels, heads, vocab, padded_vocab, max_seq_le
 descriptor). Exit 0 pass, 1 a check failed, 2 bad input (missing file, a factory that raises,
 a module whose parameters cannot be mapped, a forward that raises).
 
-JSON schema "gpt2-verify/module/1" (verify.torchmodule.check.ModuleReport.to_dict):
-    {"schema", "verdict": "pass" | "fail", "source", "config", "device", "precision",
-     "tolerance": {"device", "precision", "key", "limits": {"logits", "loss", "grads", "steps"},
-                   "measured": {...} | null, "source"},
-     "layout": "llmc-py" | "hf", "convention": "idx-targets" | "hf" | "adapter", "tied", "absent",
-     "vocab_rows", "tokens": {"batch", "seq", "seed"},
-     "checks": [{"quantity", "error", "limit", "used_percent", "passed", "numel", "mismatched",
-                 "max_abs", "worst_index", "allowed_abs"}],
-     "steps": {"optimizer": {...} | null, "losses", "reference", "checks": [...]},
-     "findings": [str], "cause": null | {"variants", "matches", "score", "baseline", "text"},
-     "margins": null | {variant: tolerances}}
+--json writes the typed record "gpt2-verify/module/1" (verify.records.ModuleRecord: verdict,
+config, device/precision and the tolerance table used, every check with its error, limit, % of
+the limit used and message, the training steps, findings, the cause named, margins).
 Non-finite numbers are written as null.
 """
 
@@ -68,7 +60,7 @@ def cmd_module(args) -> int:
         raise InputError(None, str(e)) from None
     code = EXIT_OK if report.passed else EXIT_CHECK_FAILED
     if args.json:
-        emit_json(args.json, report.to_dict())
+        emit_json(args.json, report.record().to_dict())
         if args.json == "-":
             return code
     print(report.render())

@@ -12,8 +12,8 @@ from .. import records as R
 from ..errors import InputError
 
 # section order in the report: model files first, then each record kind (Record.KIND)
-KINDS = ("init", "stats", "checksum", "compare", "fuzz", "gradflow", "llmc", "ablation", "ablate-run",
-         "bench")
+KINDS = ("init", "stats", "checksum", "compare", "fuzz", "gradflow", "llmc", "module", "ablation",
+         "ablate-run", "bench")
 JSON_SNIFF = 64
 
 

@@ -749,12 +749,63 @@ def ablate_run_section(doc: Document, inp: Input) -> None:
         doc.add(table(["step", "validation loss"], rows, numeric={0, 1}))
 
 
+# ---- a PyTorch module -------------------------------------------------------------------------
+
+
+CHECK_MARKS = {True: "\u2713 ok", False: "\u2717 FAIL"}  # text, not colour alone
+
+
+def module_section(doc: Document, inp: Input) -> None:
+    """`gpt2-verify module --json`: the verdict first, then every check with the share of its
+    tolerance used (failing ones marked and their message shown), findings and the cause named."""
+    r = inp.record
+    name = _name_of(inp)
+    checks = r.all_checks()
+    failed = [c for c in checks if not c.passed]
+    doc.add(f'<h2 id="sec-module-{esc(slug(name))}">PyTorch module: {esc(inp.path)}</h2>')
+    verdict = (f"\u2713 PASS: all {len(checks)} checks within {r.tolerance.key}'s tolerance"
+               if r.verdict == "pass" else f"\u2717 FAIL: {len(failed)} of {len(checks)} checks failed"
+               + (f", {len(r.findings)} structural failure(s)" if r.findings else ""))
+    doc.add(f'<p class="verdict"><b>{esc(r.source)}</b>: '
+            f'<span class="{r.verdict}">{esc(verdict)}</span></p>')
+    if r.cause is not None:
+        doc.add(f"<p><b>Cause</b>: {esc(r.cause.text)}</p>")
+    for f in r.findings:
+        doc.add(f'<p class="fail">\u2717 {esc(f)}</p>')
+    tol = r.tolerance
+    doc.add(
+        f"<p>Config {esc(r.config.describe())}; layout {esc(r.layout)}, call {esc(r.convention)}, "
+        f"{'tied' if r.tied else 'UNTIED'} lm_head; probe weights seed {esc(r.tokens.seed)}, tokens "
+        f"B={esc(r.tokens.batch)} T={esc(r.tokens.seq)}; {esc(r.device)} {esc(r.precision)} (table "
+        f"{esc(tol.key)}: {'derived' if tol.derived else 'measured'}). The bar shows the share of the "
+        "tolerance used (striped: over 100 %).</p>"
+    )
+    rows = [
+        [
+            esc(c.quantity),
+            num(c.error, ".3g"),
+            num(c.limit, ".2g"),
+            bar(c.used_percent if c.error is not None else 1e9),
+            "NaN/Inf" if c.error is None else num(c.used_percent, ".3g"),
+            _verdict_html(CHECK_MARKS[c.passed], c.passed),
+            esc("" if c.passed else c.message),
+        ]
+        for c in checks
+    ]
+    doc.add(table(["quantity", "error", "limit", "tolerance used", "%", "result", "message"], rows,
+                  numeric={1, 2, 4}, raw=set(range(7))))
+    if r.margins:
+        doc.add("<p>Probe margins (each variant's distance from GPT-2 in tolerances): "
+                + esc(", ".join(f"{k} {num(v, '.3g')}" for k, v in r.margins.items())) + "</p>")
+
+
 # sections that read only their record; init, stats and checksum need the expected laws, and
 # compare the row/column sums of a model file in the same report (build_report calls them)
 SECTIONS = {
     "fuzz": fuzz_section,
     "gradflow": gradflow_section,
     "llmc": llmc_section,
+    "module": module_section,
     "ablation": ablation_section,
     "ablate-run": ablate_run_section,
     "bench": bench_section,

@@ -27,6 +27,7 @@ from gpt2_verify.reference.config import TENSOR_NAMES, GPTConfig
 
 from ..errors import InputError
 from ..numerics.model import Arch
+from ..records import ModuleRecord
 from . import call as calls
 from .compare import Check, normwise
 from .layout import map_module
@@ -35,7 +36,6 @@ from .run import Outputs, module_loss, run_module, run_reference
 from .tolerances import Tolerance, tolerance_for
 from .variants import VARIANTS, Explanation, explain
 
-SCHEMA = "gpt2-verify/module/1"
 DEFAULT_CONFIG = GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)  # Vp 1024; ~1 s on 2 cores
 DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_STEPS = 2, 16, 3
 DEFAULT_WEIGHT_DECAY = 0.1  # nanoGPT train.py's; train_gpt2.py's 0.0 would hide the decay scope
@@ -81,22 +81,25 @@ class ModuleReport:
     def failed(self) -> list[Check]:
         return [c for c in self.checks + self.step_checks if not c.passed]
 
-    def to_dict(self) -> dict:
+    def record(self) -> ModuleRecord:
+        """The `gpt2-verify/module/1` record (verify.records.ModuleRecord), validated."""
         opt = self.optimizer
-        return {"schema": SCHEMA, "verdict": "pass" if self.passed else "fail", "source": self.source,
-                "config": self.config.as_dict(), "device": self.device, "precision": self.precision,
-                "tolerance": self.tolerance.to_dict(), "layout": self.layout,
-                "convention": self.convention, "tied": self.tied, "absent": list(self.absent),
-                "vocab_rows": self.vocab_rows,
-                "tokens": {"batch": self.batch, "seq": self.seq, "seed": self.seed},
-                "checks": [c.to_dict() for c in self.checks],
-                "steps": {"optimizer": None if opt is None else dataclasses.asdict(opt),
-                          "losses": self.step_losses, "reference": self.reference_step_losses,
-                          "checks": [c.to_dict() for c in self.step_checks]},
-                "findings": self.findings,
-                "cause": None if self.explanation is None else self.explanation.to_dict(),
-                "margins": None if self.margins is None else {
-                    k: (v if math.isfinite(v) else None) for k, v in self.margins.items()}}
+        return ModuleRecord.make(
+            verdict="pass" if self.passed else "fail", source=self.source, config=self.config.as_dict(),
+            device=self.device, precision=self.precision, tolerance=self.tolerance.to_dict(),
+            layout=self.layout, convention=self.convention, tied=self.tied, absent=list(self.absent),
+            vocab_rows=self.vocab_rows, tokens={"batch": self.batch, "seq": self.seq, "seed": self.seed},
+            checks=[c.to_dict() for c in self.checks],
+            steps={"optimizer": None if opt is None else dataclasses.asdict(opt),
+                   "losses": [_finite(x) for x in self.step_losses],
+                   "reference": [_finite(x) for x in self.reference_step_losses],
+                   "checks": [c.to_dict() for c in self.step_checks]},
+            findings=self.findings,
+            cause=None if self.explanation is None else self.explanation.to_dict(),
+            margins=None if self.margins is None else {k: _finite(v) for k, v in self.margins.items()})
+
+    def to_dict(self) -> dict:
+        return self.record().to_dict()
 
     def render(self) -> str:
         cfg, tol = self.config, self.tolerance
@@ -130,6 +133,10 @@ class ModuleReport:
 _CALL_TEXT = {"idx-targets": "logits, loss = model(idx, targets)",
               "hf": "model(input_ids=idx, labels=idx) (labels shifted inside)",
               "adapter": "--call adapter"}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def _e(x: float) -> str:

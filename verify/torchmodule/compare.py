@@ -48,7 +48,7 @@ class Check:
                 "used_percent": f(self.used), "passed": self.passed, "numel": self.numel,
                 "mismatched": self.mismatched, "max_abs": f(self.max_abs),
                 "worst_index": None if self.worst_index is None else list(self.worst_index),
-                "allowed_abs": self.allowed_abs}
+                "allowed_abs": self.allowed_abs, "message": self.message()}
 
 
 def normwise(quantity: str, cand, ref, limit: float, *, denom: float | None = None) -> Check:

@@ -10,6 +10,7 @@ module that disagrees with GPT-2 and with every variant gets no name: "no known 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 from ..numerics.model import Arch
@@ -79,7 +80,11 @@ class Explanation:
 
     def to_dict(self) -> dict:
         return {"variants": [v.name for v in self.variants], "matches": self.matches,
-                "score": self.score, "baseline": self.baseline, "text": self.describe()}
+                "score": _finite(self.score), "baseline": _finite(self.baseline), "text": self.describe()}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def explain(score: Callable[[Arch], float], *, baseline: float,
