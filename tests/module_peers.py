@@ -231,6 +231,24 @@ def nan_logits(config):
     return NaNLogits(config)
 
 
+class StaleEmbedding(nn.Embedding):
+    """Caches its table on the first call (as a precomputed position table would) and keeps
+    serving it: forward values stay the first call's, gradients still reach the weight. A
+    single forward+backward is exact; the bug only shows once training has moved wpe."""
+
+    def forward(self, idx):
+        if not hasattr(self, "stale"):
+            self.stale = self.weight.detach().clone()
+        return F.embedding(idx, self.stale + (self.weight - self.weight.detach()))
+
+
+def stale_positions(config):
+    m = GPT(config)
+    T, C = m.transformer.wpe.weight.shape
+    m.transformer.wpe = StaleEmbedding(T, C)
+    return m
+
+
 def raises(config):
     raise RuntimeError("cannot build")
 

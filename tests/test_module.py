@@ -17,7 +17,14 @@ torch = pytest.importorskip("torch")
 from gpt2_verify.reference.config import GPTConfig  # noqa: E402
 from gpt2_verify.verify.cli import main  # noqa: E402
 from gpt2_verify.verify.torchmodule import DEFAULT_CONFIG, check_module  # noqa: E402
-from gpt2_verify.verify.torchmodule.tolerances import MAX_LIMIT, TOLERANCES, tolerance_for  # noqa: E402
+from gpt2_verify.verify.torchmodule.tolerances import (  # noqa: E402
+    MAX_LIMIT,
+    STEPS_BASE_PARAMS,
+    STEPS_BY_SIZE,
+    TOLERANCES,
+    steps_limit,
+    tolerance_for,
+)
 from gpt2_verify.verify.torchmodule.variants import VARIANTS  # noqa: E402
 
 from tests import module_peers as P  # noqa: E402
@@ -82,6 +89,25 @@ def test_planted_bug_is_caught_and_named(bug):
     assert r.explanation.matches, r.render()
     if bug == "untied":
         assert not r.tied and any("lm_head" in f for f in r.findings)
+
+
+def test_a_bug_seen_only_after_updates_fails_the_steps_at_the_default_config():
+    # the steps bound grows with N and lr (tolerances.steps_limit) but not at the default config
+    r = check_module(P.stale_positions, steps=3)
+    assert all(c.passed for c in r.checks), r.render()  # one forward+backward is exact
+    assert r.step_checks[0].passed and not any(c.passed for c in r.step_checks[1:]), r.render()
+
+
+def test_the_steps_bound_grows_with_size_lr_and_updates_but_never_to_a_2x_error():
+    base = STEPS_BASE_PARAMS
+    assert base == DEFAULT_CONFIG.num_params
+    assert steps_limit(1e-6, step=0, params=100 * base, lr=1.0) == 1e-6  # no update yet
+    assert steps_limit(1e-6, step=3, params=base, lr=1e-4) == 1e-6  # as measured
+    assert steps_limit(1e-6, step=1, params=100 * base, lr=1e-4) == pytest.approx(1e-5)
+    assert steps_limit(1e-6, step=6, params=base, lr=3e-4) == pytest.approx(6e-6)
+    assert steps_limit(1e-6, step=10**9, params=10**12, lr=10.0) == MAX_LIMIT
+    for cfg, _, _, n, err in STEPS_BY_SIZE:  # every measured correct figure well inside
+        assert err < 0.2 * steps_limit(TOLERANCES["cpu-fp32"].limits["steps"], step=1, params=n, lr=1e-4), cfg
 
 
 def test_bf16_autocast_on_cpu_passes_a_correct_module_and_names_a_wrong_attention_scale():

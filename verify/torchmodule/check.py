@@ -33,7 +33,7 @@ from .compare import Check, normwise
 from .layout import map_module
 from .probe import probe_params
 from .run import Outputs, module_loss, run_module, run_reference
-from .tolerances import Tolerance, tolerance_for
+from .tolerances import Tolerance, steps_limit, tolerance_for
 from .variants import VARIANTS, Explanation, explain
 
 DEFAULT_CONFIG = GPTConfig(2, 64, 4, vocab=1000, max_seq_len=64)  # Vp 1024; ~1 s on 2 cores
@@ -204,9 +204,13 @@ def _train_module(model, fn, batch, opt, steps: int, **kw) -> list[float]:
     return losses
 
 
-def _step_checks(losses: list[float], ref: list[float], limit: float) -> list[Check]:
+def _step_checks(losses: list[float], ref: list[float], limit: float, *, params: int,
+                 lr: float) -> list[Check]:
+    """Step i's loss after i updates, within the steps bound grown for model size, lr and i
+    (tolerances.steps_limit: AdamW's sign flips part fp32 from float64 more at larger N)."""
     first = ref[0]
-    return [normwise(f"step {i} loss", a, b, limit, denom=first) for i, (a, b) in enumerate(zip(losses, ref))]
+    return [normwise(f"step {i} loss", a, b, steps_limit(limit, step=i, params=params, lr=lr), denom=first)
+            for i, (a, b) in enumerate(zip(losses, ref))]
 
 
 def as_config(config) -> GPTConfig:
@@ -279,7 +283,7 @@ def check_module(factory: Callable, config: GPTConfig | str | dict | None = None
         pmap.load(probe)
         losses = _train_module(model, fn, tokens, opt, steps, **kw)
         ref_losses = train_steps(cfg, held, tokens.tokens, tokens.targets, steps=steps, optimizer=opt)
-        step_checks = _step_checks(losses, ref_losses, tol.limits["steps"])
+        step_checks = _step_checks(losses, ref_losses, tol.limits["steps"], params=cfg.num_params, lr=opt.lr)
     report = ModuleReport(source or getattr(factory, "__name__", repr(factory)), cfg, tol, device, dtype,
                           pmap.layout, convention, pmap.tied, pmap.absent, pmap.vocab_rows, batch, seq,
                           seed, checks, step_checks, losses, ref_losses, opt, findings, None)

@@ -11,6 +11,24 @@ FLASH 0 and 1, Hugging Face GPT2LMHeadModel eager and sdpa) over MEASURED_ON
 where no GPU was at hand when they were written) scale a measured one by how the precision
 rounds; `benchmarks/device_module.sh` prints how much of each they use on a GPU.
 
+Step losses after AdamW updates (`steps_limit`). Step i's loss is the loss after i updates. The
+update m/(sqrt(v)+eps) moves every weight by ~lr whatever its gradient's size, so where the
+float32 gradient's rounding (or a first/second moment that nearly cancels) flips an update's
+sign, fp32 and float64 weights part by ~2 lr on that element, and the next gradient, evaluated at
+the parted weights, carries the difference on into later updates. The loss error after i updates
+is then |dL/dw . dw| with dw a sum of i sign-flip vectors of +-2 lr entries over a fraction of
+the N parameters: it grows like lr * sqrt(N) (random signs) and with i. The bound for step i >= 1
+is therefore the measured step bound x max(1, sqrt(N / STEPS_BASE_PARAMS)) x max(1, lr / 1e-4)
+x max(1, i / STEPS_MEASURED_UPDATES), where STEPS_BASE_PARAMS is the default config's N (the
+configs the measured table came from are no larger) and STEPS_MEASURED_UPDATES the updates
+measured; step 0 (no update yet) keeps the plain bound. At the default config and lr the bound
+is the measured one, so a model whose trajectory is wrong still fails there.
+
+Measured (llm.c's train_gpt2.py GPT, fp32 CPU, probe weights, 4 steps, seeds 0-1; step-loss
+error relative to the step-0 loss, worst of steps 1-3 (`python benchmarks/measure_module_steps.py`)):
+STEPS_BY_SIZE below. d12 (B4 T64, seed 42) is the outlier the rule was written for: 7.6e-6 at
+step 2, so small configs alone do not show the growth; sqrt(N/N0) = 27 at d12 gives 4.9e-5.
+
 A NaN never passes (the comparison is `err <= limit`, false for NaN), and no limit reaches
 MAX_LIMIT: a module whose outputs are 2x the reference's (normwise error 1) always fails.
 """
@@ -18,6 +36,7 @@ MAX_LIMIT: a module whose outputs are 2x the reference's (normwise error 1) alwa
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..tolerance import Tolerance as Bound
 
@@ -36,6 +55,18 @@ _SCALE = {"logits": "max|ref|", "loss": "|ref|", "grads": "max|ref| per tensor",
 # worst figures of the correct peers, per precision on CPU (measure_module_tolerances.py)
 CPU_FP32_WORST = {"logits": 1.58e-06, "loss": 1.83e-07, "grads": 3.09e-06, "steps": 1.83e-07}
 CPU_BF16_WORST = {"logits": 2.19e-02, "loss": 5.57e-04, "grads": 6.34e-02, "steps": 7.75e-04}
+# step-loss growth (see the docstring): the measured steps bound holds up to these
+STEPS_BASE_PARAMS = 168_192  # DEFAULT_CONFIG's parameter count (L2 C64 V1000, Vp 1024)
+STEPS_BASE_LR = 1e-4  # train_gpt2.py's lr, the measured table's
+STEPS_MEASURED_UPDATES = 3  # MEASURED_ON runs 3 steps; later ones extrapolate linearly
+# (config, batch, seq, N params, worst step-loss error over steps 1-3 and seeds 0-1)
+STEPS_BY_SIZE = (
+    ("L2 C64 NH4 V1000", 2, 16, 168_192, 7.06e-08),
+    ("L2 C64 NH4 V1000", 4, 64, 168_192, 7.35e-08),
+    ("L4 C128 NH4 V1000", 4, 64, 929_536, 9.81e-08),
+    ("L6 C256 NH8 V2000", 4, 64, 5_267_456, 1.42e-07),
+    ("d12 (L12 C768 NH12 V50257)", 4, 64, 124_439_808, 7.6e-06),
+)
 # TF32 rounds matmul inputs to 10 explicit mantissa bits (unit roundoff 2^-11), bf16 to 7 (2^-8);
 # both accumulate in float32, and bf16 autocast also rounds the matmul outputs. So TF32's error
 # is at most bf16's scaled by 2^-3.
@@ -98,6 +129,16 @@ TOLERANCES: dict[str, Tolerance] = {t.key: t for t in (
            f"flash attention also rounds its probabilities); benchmarks/device_module.sh checks it",
            derived=True),
 )}
+
+
+def steps_limit(base: float, *, step: int, params: int, lr: float) -> float:
+    """The bound on step `step`'s loss (after `step` AdamW updates) of a model with `params`
+    parameters trained at `lr`, from the (device, precision) table's steps bound `base`."""
+    if step == 0:
+        return base
+    growth = (max(1.0, math.sqrt(params / STEPS_BASE_PARAMS)) * max(1.0, lr / STEPS_BASE_LR)
+              * max(1.0, step / STEPS_MEASURED_UPDATES))
+    return min(MAX_LIMIT, float(f"{base * growth:.2g}"))
 
 
 def tolerance_for(device: str, precision: str) -> Tolerance:
