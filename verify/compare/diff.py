@@ -48,6 +48,19 @@ class RegionDiff:
     def finite(self) -> int:
         return self.numel - self.nonfinite
 
+    def count(self, pos: int, c: np.ndarray) -> np.ndarray:
+        """Count the piece c (at flat position pos): its size and its non-finite values (the
+        first one's index kept). Returns the finite mask."""
+        self.numel += c.size
+        finite = np.isfinite(c)
+        if not finite.all():
+            bad = ~finite
+            if self.first_nonfinite is None:
+                self.first_nonfinite = pos + int(np.argmax(bad))
+            self.nonfinite += int(bad.sum())
+            self.nan += int(np.isnan(c).sum())
+        return finite
+
     def mean(self) -> float:
         return self.sum_ / self.finite if self.finite else math.nan
 
@@ -115,14 +128,7 @@ def _add(d: RegionDiff, pos: int, c: np.ndarray, r: np.ndarray, dtype: str, scal
     if d.head is None or d.head.size < HEAD:
         need = HEAD - (0 if d.head is None else d.head.size)
         d.head = c[:need].copy() if d.head is None else np.concatenate([d.head, c[:need]])
-    d.numel += c.size
-    finite = np.isfinite(c)
-    if not finite.all():
-        bad = ~finite
-        if d.first_nonfinite is None:
-            d.first_nonfinite = pos + int(np.argmax(bad))
-        d.nonfinite += int(bad.sum())
-        d.nan += int(np.isnan(c).sum())
+    finite = d.count(pos, c)
     want = round_to(r, dtype)
     neq = (c.view(np.uint32) != want.view(np.uint32)) & finite
     if not neq.any():

@@ -81,14 +81,7 @@ class LawGrader:
 
     def _feed_region(self, d: RegionDiff, pos: int, c: np.ndarray) -> None:
         c = np.asarray(c, dtype=np.float32)
-        d.numel += c.size
-        finite = np.isfinite(c)
-        if not finite.all():
-            bad = ~finite
-            if d.first_nonfinite is None:
-                d.first_nonfinite = pos + int(np.argmax(bad))
-            d.nonfinite += int(bad.sum())
-            d.nan += int(np.isnan(c).sum())
+        finite = d.count(pos, c)
         if d.region.random:
             self.checks[d.region.law].add(c)
             x = c[finite].astype(np.float64)
