@@ -24,22 +24,29 @@ class Parser(argparse.ArgumentParser):
 
 # ---- config arguments shared by init and checksum ---------------------------------------------
 
-def add_config_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
-    """The config (a descriptor or --layers/--channels/--heads ...) and, unless seed=False (a
-    command with seeds of its own), --seed and --profile."""
+def add_config_args(p: argparse.ArgumentParser, *, seed: bool = True, profile: bool = True,
+                    vocab: int = 50257, max_seq_len: int = 1024, default: str | None = None) -> None:
+    """The config (a descriptor or --layers/--channels/--heads ...), --seed unless seed=False (a
+    command with seeds of its own) and --profile unless profile=False (a command that draws no
+    reference init). vocab and max_seq_len are the custom
+    config's defaults (llm.c's unless a command runs small models by default); `default` names
+    the config used when none is given."""
     p.add_argument("descriptor", nargs="?",
-                   help=f"llm.c model descriptor: {', '.join(descriptor_names())} (gpt2:dN too)")
+                   help=f"llm.c model descriptor: {', '.join(descriptor_names())} (gpt2:dN too)"
+                        + (f"; default {default}" if default else ""))
     p.add_argument("--layers", type=int, help="custom config: number of layers L")
     p.add_argument("--channels", type=int, help="custom config: channels C")
     p.add_argument("--heads", type=int, help="custom config: attention heads NH (C %% NH == 0)")
-    p.add_argument("--vocab", type=int, default=50257, help="custom config: vocab V (50257)")
-    p.add_argument("--max-seq-len", type=int, default=1024, help="custom config: maxT (1024)")
+    p.add_argument("--vocab", type=int, default=vocab, help=f"custom config: vocab V ({vocab})")
+    p.add_argument("--max-seq-len", type=int, default=max_seq_len,
+                   help=f"custom config: maxT ({max_seq_len})")
     p.add_argument("--padded-vocab", type=int, default=None,
                    help="custom config: Vp (default V rounded up to a multiple of 128)")
     if seed:
         p.add_argument("--seed", type=int, default=42, help="mt19937 seed (42, llm.c's)")
-    p.add_argument("--profile", choices=PROFILES, default="llmc",
-                   help="llmc: llm.c's C init bit for bit; torch: PyTorch CPU normal_ (scalar)")
+    if profile:
+        p.add_argument("--profile", choices=PROFILES, default="llmc",
+                       help="llmc: llm.c's C init bit for bit; torch: PyTorch CPU normal_ (scalar)")
 
 
 def add_scheme_args(p: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ Non-finite numbers are written as null.
 from __future__ import annotations
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
-from .common import check_seed, emit_json
+from .common import add_config_args, check_seed, emit_json
 
 
 def _config(args):
@@ -68,21 +68,11 @@ def cmd_module(args) -> int:
 
 
 def register(sub) -> None:
-    from gpt2_verify.reference.config import descriptor_names
-
     q = sub.add_parser("module", help="judge a PyTorch GPT-2 nn.Module's forward, backward and training "
                                       "steps against the float64 reference, and name the cause")
     q.add_argument("spec", metavar="SPEC", help="FILE.py:FACTORY or package.module:FACTORY; "
                                                 "FACTORY(config dict) -> torch.nn.Module")
-    q.add_argument("descriptor", nargs="?",
-                   help=f"llm.c model descriptor ({', '.join(descriptor_names())}); default L2 C64 NH4 V1000")
-    q.add_argument("--layers", type=int, help="custom config: number of layers L")
-    q.add_argument("--channels", type=int, help="custom config: channels C")
-    q.add_argument("--heads", type=int, help="custom config: attention heads NH")
-    q.add_argument("--vocab", type=int, default=1000, help="custom config: vocab V (1000)")
-    q.add_argument("--padded-vocab", type=int, default=None,
-                   help="custom config: Vp (default V rounded up to a multiple of 128)")
-    q.add_argument("--max-seq-len", type=int, default=64, help="custom config: maxT (64)")
+    add_config_args(q, seed=False, profile=False, vocab=1000, max_seq_len=64, default="L2 C64 NH4 V1000")
     q.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     q.add_argument("--dtype", choices=("fp32", "tf32", "bf16"), default="fp32",
                    help="fp32 (TF32 off), tf32 (CUDA matmuls in TF32), bf16 (torch.autocast)")
